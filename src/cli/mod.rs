@@ -1,0 +1,134 @@
+//! Command-line interface: subcommands, one-line errors, JSON on request.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "testbed", version, about = "Network-emulation testbed for connected-vehicle and IoT security", long_about = None)]
+#[command(after_help = "Example:\n  sudo testbed up topologies/city.toml && testbed status city")]
+pub struct Cli {
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Validate a topology file and print a summary; changes nothing.
+    #[command(after_help = "Example:\n  testbed check topologies/city.toml")]
+    Check {
+        file: PathBuf,
+        /// Print the validated topology as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a lab from a topology file (namespaces, bridges, links, addresses, routes).
+    #[command(
+        after_help = "Examples:\n  sudo testbed up topologies/city.toml --dry-run\n  sudo testbed up topologies/city.toml"
+    )]
+    Up {
+        file: PathBuf,
+        /// Print the plan and change nothing (no root needed).
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show labs, or one lab's nodes, segments, links, addresses and backend.
+    #[command(after_help = "Examples:\n  testbed status\n  testbed status city --json")]
+    Status {
+        lab: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a node (its network, with lab names in /etc/hosts).
+    #[command(after_help = "Example:\n  sudo testbed exec city v001 -- ping -c3 rsu1")]
+    Exec {
+        lab: String,
+        node: String,
+        #[arg(required = true, last = true, num_args = 1..)]
+        command: Vec<String>,
+    },
+    /// Open an interactive shell inside a node.
+    #[command(after_help = "Example:\n  sudo testbed shell city v001")]
+    Shell { lab: String, node: String },
+    /// Capture node interfaces into one pcapng (one interface block per `node:iface`).
+    #[command(
+        after_help = "Examples:\n  sudo testbed capture city rsu1 v001 -w out.pcapng --duration 10s\n  sudo testbed capture city rsu1:eth0 -w - | wireshark -k -i -"
+    )]
+    Capture {
+        lab: String,
+        /// `NODE` (all its interfaces) or `NODE:IFACE`.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Output file, or `-` for standard output.
+        #[arg(short = 'w', long = "write")]
+        write: PathBuf,
+        /// Stop after this many packets in total.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Stop after this long (e.g. 10s, 1m).
+        #[arg(short = 'd', long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Tear a lab down: processes, namespaces, interfaces, state.
+    #[command(after_help = "Example:\n  sudo testbed down city")]
+    Down { lab: String },
+    /// Remove leftovers after a crash; only what testbed created.
+    #[command(after_help = "Examples:\n  sudo testbed clean city\n  sudo testbed clean --all")]
+    Clean {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        lab: Option<String>,
+        /// Every lab's leftovers.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match commands::run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that the
+/// message already includes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,400 @@
+//! `up`: apply a plan over netlink, journaling first, rolling back on failure.
+//!
+//! Phases: (1) namespaces are created by a small pool of worker threads, each
+//! leaving behind an open namespace fd and a netlink socket bound inside it;
+//! (2) the infrastructure socket creates every bridge and veth pair in large
+//! batches, placing each peer straight into its node namespace, up and enslaved;
+//! (3) each node's socket receives its addresses and routes as one batch.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tracing::{debug, info};
+
+use super::journal::{Entry, Journal};
+use super::{LabError, state, teardown};
+use crate::netlink::{Netlink, netns, ops};
+use crate::plan::{IfacePlan, NodePlan, Plan, owner_tag};
+
+/// Progress callback: (what, done, total).
+pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
+
+/// What `up` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpOutcome {
+    Created,
+    /// The lab was already up with the same topology; nothing changed.
+    AlreadyUp,
+}
+
+/// A namespace made by phase 1, with what later phases need inside it.
+struct Made {
+    ns: File,
+    nl: Netlink,
+}
+
+/// Bring a lab up. Validates that nothing of it exists, journals, creates, and
+/// on any failure removes everything it created before returning the error.
+pub fn up(plan: &Plan, progress: Progress) -> Result<UpOutcome, LabError> {
+    require_root()?;
+    let lab = &plan.lab;
+    let _lock = state::LabLock::try_acquire(lab)?.ok_or_else(|| LabError::Busy(lab.clone()))?;
+    if let Some(running) = state::read_plan(lab)? {
+        if running.fingerprint == plan.fingerprint {
+            return Ok(UpOutcome::AlreadyUp);
+        }
+        return Err(LabError::Changed(lab.clone()));
+    }
+    if state::journal_path(lab).exists() {
+        info!(lab, "removing leftovers of an interrupted run first");
+        teardown::remove_locked(lab)?;
+        fs::create_dir_all(state::lab_dir(lab))?;
+    }
+    if let Some(taken) = plan.namespaces().find(|n| netns::exists(n)) {
+        return Err(LabError::NameTaken(taken.to_string()));
+    }
+    let result = create(plan, progress);
+    if let Err(err) = result {
+        let rollback = teardown::remove_locked(lab).err();
+        return Err(LabError::RolledBack {
+            cause: Box::new(err),
+            rollback: rollback.map(Box::new),
+        });
+    }
+    Ok(UpOutcome::Created)
+}
+
+fn require_root() -> Result<(), LabError> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(LabError::NotRoot)
+    }
+}
+
+fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
+    let lab = &plan.lab;
+    let t0 = std::time::Instant::now();
+    let mut journal = Journal::open(&state::journal_path(lab))?;
+    let mut intents = vec![Entry::Begin {
+        lab: lab.clone(),
+        fingerprint: plan.fingerprint.clone(),
+        pid: std::process::id(),
+    }];
+    intents.extend(plan.namespaces().map(|n| Entry::Netns {
+        name: n.to_string(),
+    }));
+    journal.append(&intents)?;
+    raise_fd_limit(2 * plan.links.len() + 64);
+    netns::prepare_run_dir()?;
+    let tag = owner_tag(lab);
+
+    // The infrastructure namespace, its bridges and trunks.
+    let infra_sysctls = [
+        ("ipv6/conf/all/disable_ipv6".to_string(), "1".to_string()),
+        (
+            "ipv6/conf/default/disable_ipv6".to_string(),
+            "1".to_string(),
+        ),
+    ];
+    let infra_name = plan.infra.netns.clone();
+    let tag2 = tag.clone();
+    let Made { nl: mut infra, .. } =
+        std::thread::spawn(move || make_netns(&infra_name, &infra_sysctls, &tag2))
+            .join()
+            .map_err(|_| std::io::Error::other("namespace worker panicked"))??;
+    for b in &plan.infra.bridges {
+        infra.queue(
+            ops::bridge(&b.name, b.index, &tag),
+            ops::CREATE,
+            format!("bridge {} in {}", b.name, plan.infra.netns),
+        );
+        infra.queue(
+            ops::pin_mtu(b.index, 1500),
+            0,
+            format!("mtu of bridge {} in {}", b.name, plan.infra.netns),
+        );
+    }
+    let trunk_alias = format!("{tag}:trunk");
+    for t in &plan.infra.trunks {
+        let root = ops::End {
+            name: &t.root.name,
+            index: t.root.index,
+            alias: &trunk_alias,
+            netns: None,
+            master: Some(t.root.bridge),
+        };
+        let shard = ops::End {
+            name: &t.shard.name,
+            index: t.shard.index,
+            alias: &trunk_alias,
+            netns: None,
+            master: None,
+        };
+        infra.queue(
+            ops::veth(&root, &shard),
+            ops::CREATE,
+            format!("trunk {} in {}", t.root.name, plan.infra.netns),
+        );
+        infra.queue(
+            ops::enslave_up(t.shard.index, t.shard.bridge),
+            0,
+            format!("trunk {} in {}", t.shard.name, plan.infra.netns),
+        );
+    }
+    infra.flush()?;
+
+    // Every node, end to end, on a pool of workers.
+    let mut linked = make_nodes(plan, &tag, &mut infra, progress)?;
+    debug!(lab, elapsed = ?t0.elapsed(), "nodes done");
+    let created: Vec<Entry> = plan
+        .namespaces()
+        .filter_map(|name| {
+            netns::inode(name).map(|inode| Entry::Created {
+                name: name.to_string(),
+                inode,
+            })
+        })
+        .collect();
+    journal.append(&created)?;
+
+    // Point-to-point links, once both ends exist; then the routes they enable.
+    for link in &plan.links {
+        let (na, ia) = (
+            &plan.nodes[link.a.0],
+            &plan.nodes[link.a.0].ifaces[link.a.1],
+        );
+        let (nb, ib) = (
+            &plan.nodes[link.b.0],
+            &plan.nodes[link.b.0].ifaces[link.b.1],
+        );
+        let alias_a = format!("{tag}:{}:{}", na.name, ia.name);
+        let alias_b = format!("{tag}:{}:{}", nb.name, ib.name);
+        let fd = |i: usize| linked[i].as_ref().map(|m| m.ns.as_raw_fd());
+        let a = ops::End {
+            name: &ia.name,
+            index: ia.index,
+            alias: &alias_a,
+            netns: fd(link.a.0),
+            master: None,
+        };
+        let b = ops::End {
+            name: &ib.name,
+            index: ib.index,
+            alias: &alias_b,
+            netns: fd(link.b.0),
+            master: None,
+        };
+        infra.queue(
+            ops::veth(&a, &b),
+            ops::CREATE,
+            format!("link {}", link.name),
+        );
+    }
+    infra.flush()?;
+    for (node, made) in plan.nodes.iter().zip(linked.iter_mut()) {
+        if let Some(made) = made {
+            for iface in node.ifaces.iter().filter(|i| i.port.is_none()) {
+                configure_iface(&mut made.nl, node, iface);
+            }
+            queue_routes(&mut made.nl, node);
+            made.nl.flush()?;
+        }
+    }
+    debug!(lab, elapsed = ?t0.elapsed(), "links done");
+
+    state::write_atomic(&state::hosts_path(lab), plan.hosts_file().as_bytes())?;
+    let json = serde_json::to_vec_pretty(plan).map_err(std::io::Error::other)?;
+    state::write_atomic(&state::plan_path(lab), &json)?;
+    journal.append(&[Entry::Complete])?;
+    Ok(())
+}
+
+/// Create every node. Worker threads make namespaces (the part the kernel can
+/// run in parallel) and hand them over a channel; this thread batches the
+/// veth pairs and addresses of whatever is ready (the part serialised by the
+/// kernel's rtnl lock), so the two overlap. Nodes with point-to-point links are
+/// returned (namespace fd and socket) so their links can be made once both
+/// ends exist.
+fn make_nodes(
+    plan: &Plan,
+    tag: &str,
+    infra: &mut Netlink,
+    progress: Progress,
+) -> Result<Vec<Option<Made>>, LabError> {
+    let total = plan.nodes.len();
+    let workers = std::env::var("TESTBED_NS_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .clamp(1, 8);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Made, LabError>)>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let node = &plan.nodes[i];
+                    if tx
+                        .send((i, make_netns(&node.netns, &node.sysctls, tag)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let result = wire_nodes(plan, tag, infra, &rx, progress);
+        if result.is_err() {
+            stop.store(true, Ordering::Relaxed);
+            // Drain so no worker blocks; what they made is journaled and removed by rollback.
+            for _ in rx.iter() {}
+        }
+        result
+    })
+}
+
+/// Consume namespaces as they are made and wire them up in batches.
+fn wire_nodes(
+    plan: &Plan,
+    tag: &str,
+    infra: &mut Netlink,
+    rx: &std::sync::mpsc::Receiver<(usize, Result<Made, LabError>)>,
+    progress: Progress,
+) -> Result<Vec<Option<Made>>, LabError> {
+    let total = plan.nodes.len();
+    let mut linked: Vec<Option<Made>> = (0..total).map(|_| None).collect();
+    let mut done = 0;
+    while done < total {
+        let first = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("namespace workers stopped early"))?;
+        let mut batch = vec![first];
+        while batch.len() < 128 {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut ready = Vec::with_capacity(batch.len());
+        for (i, made) in batch {
+            ready.push((i, made?));
+        }
+        for (i, made) in &ready {
+            let node = &plan.nodes[*i];
+            for iface in &node.ifaces {
+                let Some(port) = &iface.port else { continue };
+                let alias = format!("{tag}:{}:{}", node.name, iface.name);
+                let near = ops::End {
+                    name: &port.name,
+                    index: port.index,
+                    alias: &alias,
+                    netns: None,
+                    master: Some(port.bridge),
+                };
+                let far = ops::End {
+                    name: &iface.name,
+                    index: iface.index,
+                    alias: &alias,
+                    netns: Some(made.ns.as_raw_fd()),
+                    master: None,
+                };
+                infra.queue(
+                    ops::veth(&near, &far),
+                    ops::CREATE,
+                    format!("veth {}/{} <-> {}", node.netns, iface.name, port.name),
+                );
+            }
+        }
+        infra.flush()?;
+        for (i, mut made) in ready {
+            let node = &plan.nodes[i];
+            for iface in node.ifaces.iter().filter(|i| i.port.is_some()) {
+                configure_iface(&mut made.nl, node, iface);
+            }
+            if node.ifaces.iter().any(|i| i.port.is_none()) {
+                // Routes may lead through a link not made yet; they follow the links.
+                made.nl.flush()?;
+                linked[i] = Some(made);
+            } else {
+                queue_routes(&mut made.nl, node);
+                made.nl.flush()?;
+            }
+            done += 1;
+        }
+        progress("nodes", done, total);
+    }
+    Ok(linked)
+}
+
+/// Queue: no IPv6 autoconfiguration, link up, addresses.
+fn configure_iface(nl: &mut Netlink, node: &NodePlan, iface: &IfacePlan) {
+    nl.queue(
+        ops::no_ipv6_autoconf(iface.index),
+        0,
+        format!("addrgenmode of {}/{}", node.netns, iface.name),
+    );
+    nl.queue(
+        ops::set_up(iface.index, None),
+        0,
+        format!("link {}/{} up", node.netns, iface.name),
+    );
+    for addr in std::iter::once(iface.addr).chain(iface.addr6) {
+        nl.queue(
+            ops::address(iface.index, addr.addr(), addr.prefix_len()),
+            ops::CREATE,
+            format!("address {addr} on {}/{}", node.netns, iface.name),
+        );
+    }
+}
+
+fn queue_routes(nl: &mut Netlink, node: &NodePlan) {
+    for r in &node.routes {
+        nl.queue(
+            ops::route(r.dest, r.via),
+            ops::CREATE,
+            format!("route {} via {} in {}", r.dest, r.via, node.netns),
+        );
+    }
+}
+
+/// Create a namespace on the calling thread (leaving the thread in it), set
+/// its sysctls, tag and raise its loopback, and open a socket inside it.
+fn make_netns(name: &str, sysctls: &[(String, String)], tag: &str) -> Result<Made, LabError> {
+    netns::create_on_this_thread(name).map_err(|e| LabError::Netns {
+        name: name.to_string(),
+        source: e,
+    })?;
+    for (key, value) in sysctls {
+        let path = format!("/proc/sys/net/{key}");
+        fs::write(&path, value).map_err(|e| LabError::Sysctl {
+            netns: name.to_string(),
+            key: key.clone(),
+            source: e,
+        })?;
+    }
+    let ns = File::open("/proc/thread-self/ns/net")?;
+    let mut nl = Netlink::open()?;
+    nl.execute(ops::set_up(1, Some(tag)), 0, format!("loopback of {name}"))?;
+    Ok(Made { ns, nl })
+}
+
+/// Make room for one namespace fd and one netlink socket per node.
+fn raise_fd_limit(need: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = (need as u64 + 1024).min(hard);
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The live lab: apply a plan (journal first), tear it down, clean up after
+//! crashes, and read its state.
+
+mod apply;
+mod enter;
+pub mod journal;
+pub mod state;
+mod status;
+mod teardown;
+
+pub use apply::{Progress, UpOutcome, up};
+pub use enter::enter_node;
+pub use status::{IfaceStatus, LinkStatus, NodeStatus, SegmentStatus, Status, status};
+pub use teardown::{Removed, clean, clean_all, down, pids_in};
+
+use crate::netlink::NetlinkError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("this needs root (namespaces and netlink); run it with sudo")]
+    NotRoot,
+    #[error(
+        "another testbed command is working on lab {0}; wait for it, or if it died, run `testbed clean {0}`"
+    )]
+    Busy(String),
+    #[error(
+        "lab {0} is up with a different topology; run `testbed down {0}` first, then `up` again"
+    )]
+    Changed(String),
+    #[error("no lab named {0} (see `testbed status`)")]
+    NoSuchLab(String),
+    #[error("lab {lab} has no node {node}; nodes: {known}")]
+    NoSuchNode {
+        lab: String,
+        node: String,
+        known: String,
+    },
+    #[error("lab {0} did not finish coming up; run `sudo testbed clean {0}`")]
+    Incomplete(String),
+    #[error(
+        "namespace {0} already exists and is not part of this lab; remove it or rename the lab"
+    )]
+    NameTaken(String),
+    #[error("namespace {name}: {source}")]
+    Netns {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sysctl {key} in {netns}: {source}")]
+    Sysctl {
+        netns: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{}", teardown_message(.0))]
+    Teardown(Vec<String>),
+    #[error("{cause}; {}", rollback.as_ref().map_or("everything it had created was removed".to_string(), |r| format!("rollback failed too: {r}")))]
+    RolledBack {
+        cause: Box<LabError>,
+        rollback: Option<Box<LabError>>,
+    },
+}
+
+fn teardown_message(errors: &[String]) -> String {
+    format!(
+        "teardown finished with {} error(s): {}",
+        errors.len(),
+        errors.join("; ")
+    )
+}

@@ -1,0 +1,140 @@
+//! What a lab looks like now: its plan joined with what exists in the kernel.
+
+use serde::Serialize;
+
+use super::{LabError, state};
+use crate::netlink::netns;
+use crate::plan::Plan;
+use crate::topology::Backend;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub lab: String,
+    /// `up`: every namespace exists; `degraded`: some are missing;
+    /// `incomplete`: an `up` did not finish (run `clean`).
+    pub state: &'static str,
+    pub backend: Backend,
+    /// Impairment profiles are recorded in the plan; no backend applies them yet.
+    pub impairments_applied: bool,
+    pub infra_netns: String,
+    pub nodes: Vec<NodeStatus>,
+    pub segments: Vec<SegmentStatus>,
+    pub links: Vec<LinkStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub kind: String,
+    pub netns: String,
+    pub present: bool,
+    pub interfaces: Vec<IfaceStatus>,
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IfaceStatus {
+    pub name: String,
+    pub network: String,
+    pub address: String,
+    pub address6: Option<String>,
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentStatus {
+    pub name: String,
+    pub bridges: Vec<String>,
+    pub members: usize,
+    pub subnet: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkStatus {
+    pub name: String,
+    pub a: String,
+    pub b: String,
+}
+
+/// The status of one lab.
+pub fn status(lab: &str) -> Result<Status, LabError> {
+    let plan = state::read_plan(lab)?.ok_or_else(|| {
+        if state::journal_path(lab).exists() {
+            LabError::Incomplete(lab.to_string())
+        } else {
+            LabError::NoSuchLab(lab.to_string())
+        }
+    })?;
+    Ok(from_plan(&plan))
+}
+
+fn from_plan(plan: &Plan) -> Status {
+    let nodes: Vec<NodeStatus> = plan
+        .nodes
+        .iter()
+        .map(|n| NodeStatus {
+            name: n.name.clone(),
+            kind: n.kind.as_str().to_string(),
+            netns: n.netns.clone(),
+            present: netns::exists(&n.netns),
+            interfaces: n
+                .ifaces
+                .iter()
+                .map(|i| IfaceStatus {
+                    name: i.name.clone(),
+                    network: i.network.clone(),
+                    address: i.addr.to_string(),
+                    address6: i.addr6.map(|a| a.to_string()),
+                    profile: i.profile_out.clone(),
+                })
+                .collect(),
+            routes: n
+                .routes
+                .iter()
+                .map(|r| format!("{} via {}", r.dest, r.via))
+                .collect(),
+        })
+        .collect();
+    let mut segments: Vec<SegmentStatus> = Vec::new();
+    for b in &plan.infra.bridges {
+        match segments.iter_mut().find(|s| s.name == b.segment) {
+            Some(s) => s.bridges.push(b.name.clone()),
+            None => segments.push(SegmentStatus {
+                name: b.segment.clone(),
+                bridges: vec![b.name.clone()],
+                members: 0,
+                subnet: String::new(),
+            }),
+        }
+    }
+    for n in &plan.nodes {
+        for i in n.ifaces.iter().filter(|i| i.port.is_some()) {
+            if let Some(s) = segments.iter_mut().find(|s| s.name == i.network) {
+                s.members += 1;
+                if s.subnet.is_empty() {
+                    s.subnet = i.addr.trunc().to_string();
+                }
+            }
+        }
+    }
+    let links = plan
+        .links
+        .iter()
+        .map(|l| LinkStatus {
+            name: l.name.clone(),
+            a: plan.nodes[l.a.0].name.clone(),
+            b: plan.nodes[l.b.0].name.clone(),
+        })
+        .collect();
+    let all_present = netns::exists(&plan.infra.netns) && nodes.iter().all(|n| n.present);
+    Status {
+        lab: plan.lab.clone(),
+        state: if all_present { "up" } else { "degraded" },
+        backend: plan.backend,
+        impairments_applied: false,
+        infra_netns: plan.infra.netns.clone(),
+        nodes,
+        segments,
+        links,
+    }
+}

@@ -1,0 +1,411 @@
+//! The plan: every namespace, bridge, interface, address, route and sysctl of a
+//! lab, derived by a pure function from a [`Topology`]. Computing it needs no
+//! root; `up --dry-run` prints it and `up` applies it.
+//!
+//! Invariants of a [`Plan`]: namespace names are unique and carry the lab prefix;
+//! interface names are at most 15 bytes and unique within their namespace;
+//! requested ifindexes are unique within their namespace; no bridge has more
+//! than [`MAX_BRIDGE_PORTS`] ports.
+
+mod routes;
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::emulation::Profile;
+use crate::topology::{Attachment, Backend, NodeKind, Topology};
+
+/// Every namespace a lab owns starts with this.
+pub const NETNS_PREFIX: &str = "tb-";
+/// Members per bridge shard. A Linux bridge takes at most 1023 ports; the root
+/// shard also carries one trunk per extra shard, so leave room for them.
+pub const MEMBERS_PER_SHARD: usize = 960;
+/// Hard ceiling on ports of one bridge, kept below the kernel's 1023.
+pub const MAX_BRIDGE_PORTS: usize = 1000;
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// Name of the lab's infrastructure namespace (bridges, later the engine).
+pub fn infra_netns(lab: &str) -> String {
+    format!("{NETNS_PREFIX}{lab}")
+}
+
+/// Name of a node's namespace. The dot cannot occur in lab names, so the names
+/// of two labs never collide.
+pub fn node_netns(lab: &str, node: &str) -> String {
+    format!("{NETNS_PREFIX}{lab}.{node}")
+}
+
+/// The ifalias every object of a lab carries, proving testbed made it.
+pub fn owner_tag(lab: &str) -> String {
+    format!("testbed:{lab}")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub lab: String,
+    pub seed: u64,
+    pub backend: Backend,
+    /// Fingerprint of the topology this plan came from (changes iff the plan does).
+    pub fingerprint: String,
+    pub infra: Infra,
+    pub nodes: Vec<NodePlan>,
+    pub links: Vec<LinkPlan>,
+    /// Profiles referenced by interfaces, by name.
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// The per-lab infrastructure namespace and what lives in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Infra {
+    pub netns: String,
+    pub bridges: Vec<BridgePlan>,
+    /// veth pairs joining each extra shard to its segment's root shard.
+    pub trunks: Vec<TrunkPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgePlan {
+    pub name: String,
+    pub index: u32,
+    pub segment: String,
+    pub shard: usize,
+    /// Ports it will carry (members plus trunks).
+    pub ports: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrunkPlan {
+    /// End on the root shard.
+    pub root: InfraPort,
+    /// End on the extra shard.
+    pub shard: InfraPort,
+}
+
+/// An interface in the infrastructure namespace, enslaved to a bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfraPort {
+    pub name: String,
+    pub index: u32,
+    pub bridge: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePlan {
+    pub name: String,
+    pub kind: NodeKind,
+    pub netns: String,
+    /// `/proc/sys/net/...` relative paths and values, written in the node's namespace.
+    pub sysctls: Vec<(String, String)>,
+    pub ifaces: Vec<IfacePlan>,
+    pub routes: Vec<RoutePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IfacePlan {
+    pub name: String,
+    pub index: u32,
+    /// The segment or link this interface is on.
+    pub network: String,
+    pub addr: IpNet,
+    pub addr6: Option<IpNet>,
+    /// Profile for frames this node sends on this interface.
+    pub profile_out: Option<String>,
+    /// For a segment member: its bridge port in the infrastructure namespace.
+    /// `None` for a point-to-point link end (see [`LinkPlan`]).
+    pub port: Option<InfraPort>,
+}
+
+/// A point-to-point veth between two node namespaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkPlan {
+    pub name: String,
+    /// (node index, interface index within that node's `ifaces`).
+    pub a: (usize, usize),
+    pub b: (usize, usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutePlan {
+    pub dest: IpNet,
+    pub via: IpAddr,
+}
+
+impl Plan {
+    /// Every namespace of the lab: infrastructure first, then nodes in order.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.infra.netns.as_str())
+            .chain(self.nodes.iter().map(|n| n.netns.as_str()))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Number of objects `up` creates (for progress reporting).
+    pub fn object_count(&self) -> usize {
+        1 + self.infra.bridges.len()
+            + self.infra.trunks.len()
+            + self.nodes.iter().map(|n| 1 + n.ifaces.len()).sum::<usize>()
+    }
+
+    /// `/etc/hosts` content for the lab: every node name with its addresses,
+    /// first interface first.
+    pub fn hosts_file(&self) -> String {
+        let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        for node in &self.nodes {
+            for iface in &node.ifaces {
+                let _ = writeln!(out, "{}\t{}", iface.addr.addr(), node.name);
+                if let Some(a6) = iface.addr6 {
+                    let _ = writeln!(out, "{}\t{}", a6.addr(), node.name);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Build the plan for a validated topology.
+pub fn build(topo: &Topology) -> Plan {
+    let lab = &topo.lab.name;
+    let mut next_infra_index = 2u32;
+    let mut take_index = || {
+        let i = next_infra_index;
+        next_infra_index += 1;
+        i
+    };
+    let mut nodes: Vec<NodePlan> = topo
+        .nodes
+        .iter()
+        .map(|n| NodePlan {
+            name: n.name.clone(),
+            kind: n.kind,
+            netns: node_netns(lab, &n.name),
+            sysctls: sysctls(n.kind, topo.lab.pool6.is_some()),
+            ifaces: Vec::new(),
+            routes: Vec::new(),
+        })
+        .collect();
+
+    let mut bridges = Vec::new();
+    let mut trunks = Vec::new();
+    for (s, seg) in topo.segments.iter().enumerate() {
+        let shards = seg.members.len().div_ceil(MEMBERS_PER_SHARD).max(1);
+        let first = bridges.len();
+        for k in 0..shards {
+            let members = seg
+                .members
+                .len()
+                .saturating_sub(k * MEMBERS_PER_SHARD)
+                .min(MEMBERS_PER_SHARD);
+            let trunk_ports = if k == 0 { shards - 1 } else { 1 };
+            bridges.push(BridgePlan {
+                name: format!("s{s}b{k}"),
+                index: take_index(),
+                segment: seg.name.clone(),
+                shard: k,
+                ports: members + trunk_ports,
+            });
+        }
+        for k in 1..shards {
+            trunks.push(TrunkPlan {
+                root: InfraPort {
+                    name: format!("s{s}t{k}r"),
+                    index: take_index(),
+                    bridge: bridges[first].index,
+                },
+                shard: InfraPort {
+                    name: format!("s{s}t{k}s"),
+                    index: take_index(),
+                    bridge: bridges[first + k].index,
+                },
+            });
+        }
+        for (m, member) in seg.members.iter().enumerate() {
+            let bridge = bridges[first + m / MEMBERS_PER_SHARD].index;
+            let node = &mut nodes[member.node];
+            let j = node.ifaces.len();
+            node.ifaces.push(IfacePlan {
+                name: format!("eth{j}"),
+                index: 2 + j as u32,
+                network: seg.name.clone(),
+                addr: iface_addr(member, seg.subnet.prefix_len()),
+                addr6: member.addr6.zip(seg.subnet6).map(|(a, n)| {
+                    IpNet::new(a.into(), n.prefix_len()).expect("prefix from a valid net")
+                }),
+                profile_out: seg.profile.clone(),
+                port: Some(InfraPort {
+                    name: format!("n{}i{j}", member.node),
+                    index: take_index(),
+                    bridge,
+                }),
+            });
+        }
+    }
+
+    let mut links = Vec::new();
+    for link in &topo.links {
+        let mut end = |att: &Attachment, profile: &Option<String>| {
+            let node = &mut nodes[att.node];
+            let j = node.ifaces.len();
+            node.ifaces.push(IfacePlan {
+                name: format!("eth{j}"),
+                index: 2 + j as u32,
+                network: link.name.clone(),
+                addr: iface_addr(att, link.subnet.prefix_len()),
+                addr6: att.addr6.zip(link.subnet6).map(|(a, n)| {
+                    IpNet::new(a.into(), n.prefix_len()).expect("prefix from a valid net")
+                }),
+                profile_out: profile.clone(),
+                port: None,
+            });
+            (att.node, j)
+        };
+        let a = end(&link.a, &link.profile_ab);
+        let b = end(&link.b, &link.profile_ba);
+        links.push(LinkPlan {
+            name: link.name.clone(),
+            a,
+            b,
+        });
+    }
+
+    for (i, routes) in routes::compute(topo).into_iter().enumerate() {
+        nodes[i].routes = routes;
+    }
+
+    Plan {
+        lab: lab.clone(),
+        seed: topo.lab.seed,
+        backend: topo.lab.backend,
+        fingerprint: fingerprint(topo),
+        infra: Infra {
+            netns: infra_netns(lab),
+            bridges,
+            trunks,
+        },
+        nodes,
+        links,
+        profiles: topo.profiles.clone(),
+    }
+}
+
+fn iface_addr(att: &Attachment, prefix: u8) -> IpNet {
+    IpNet::new(att.addr.into(), prefix).expect("prefix from a valid net")
+}
+
+/// Sysctls for a node namespace. Only forwarding: every other default is set
+/// per interface over netlink, because each `/proc/sys` lookup in a new
+/// namespace costs time proportional to the number of namespaces.
+fn sysctls(kind: NodeKind, ipv6: bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if kind.forwards() {
+        out.push(("ipv4/ip_forward".to_string(), "1".to_string()));
+        if ipv6 {
+            out.push(("ipv6/conf/all/forwarding".to_string(), "1".to_string()));
+        }
+    }
+    out
+}
+
+/// FNV-1a over the topology's canonical JSON, minus the file path.
+fn fingerprint(topo: &Topology) -> String {
+    let mut t = topo.clone();
+    t.source = Default::default();
+    let json = serde_json::to_vec(&t).unwrap_or_default();
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// The plan as ordered, human-readable steps (what `up --dry-run` prints).
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let infra = &self.infra.netns;
+        writeln!(
+            f,
+            "lab {} (seed {}, backend {:?})",
+            self.lab, self.seed, self.backend
+        )?;
+        writeln!(f, "netns  {infra}  (infrastructure)")?;
+        writeln!(f, "sysctl {infra}  ipv6/conf/all/disable_ipv6=1")?;
+        for b in &self.infra.bridges {
+            writeln!(
+                f,
+                "bridge {infra}/{} #{}  segment {} shard {} ({} ports)",
+                b.name, b.index, b.segment, b.shard, b.ports
+            )?;
+        }
+        for t in &self.infra.trunks {
+            writeln!(
+                f,
+                "veth   {infra}/{} <-> {infra}/{}  (trunk)",
+                t.root.name, t.shard.name
+            )?;
+        }
+        for n in &self.nodes {
+            writeln!(f, "netns  {}  ({})", n.netns, n.kind.as_str())?;
+            for (k, v) in &n.sysctls {
+                writeln!(f, "sysctl {}  {k}={v}", n.netns)?;
+            }
+            writeln!(
+                f,
+                "link   {}/lo up, alias {}",
+                n.netns,
+                owner_tag(&self.lab)
+            )?;
+            for i in &n.ifaces {
+                if let Some(p) = &i.port {
+                    let bridge = self
+                        .infra
+                        .bridges
+                        .iter()
+                        .find(|b| b.index == p.bridge)
+                        .map_or("?", |b| b.name.as_str());
+                    writeln!(
+                        f,
+                        "veth   {}/{} #{} <-> {infra}/{} (bridge {bridge})",
+                        n.netns, i.name, i.index, p.name
+                    )?;
+                }
+            }
+        }
+        for l in &self.links {
+            let (a, b) = (&self.nodes[l.a.0], &self.nodes[l.b.0]);
+            writeln!(
+                f,
+                "veth   {}/{} <-> {}/{}  (link {})",
+                a.netns, a.ifaces[l.a.1].name, b.netns, b.ifaces[l.b.1].name, l.name
+            )?;
+        }
+        for n in &self.nodes {
+            for i in &n.ifaces {
+                writeln!(f, "link   {}/{} addrgenmode none, up", n.netns, i.name)?;
+                writeln!(f, "addr   {}/{} {}", n.netns, i.name, i.addr)?;
+                if let Some(a6) = i.addr6 {
+                    writeln!(f, "addr   {}/{} {a6}", n.netns, i.name)?;
+                }
+            }
+            for r in &n.routes {
+                writeln!(f, "route  {}  {} via {}", n.netns, r.dest, r.via)?;
+            }
+        }
+        for n in &self.nodes {
+            for i in &n.ifaces {
+                if let Some(p) = &i.profile_out {
+                    writeln!(
+                        f,
+                        "impair {}/{} egress profile {p} (recorded; applied by the impairment backend)",
+                        n.netns, i.name
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! TOML parsing and validation: from text to a [`Topology`].
+//!
+//! The steps run in a fixed order and stop at the first error: TOML syntax
+//! and field types, `[lab]`, profiles, nodes and groups, segments and links,
+//! then addresses.
+
+use std::path::Path;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::addressing::{self, Addressed};
+use super::error::{Checked, Issue, Source, TopologyError};
+use super::names::check_lab_name;
+use super::nodes::Nodes;
+use super::profiles::Profiles;
+use super::raw::{RawFile, RawLab, Str};
+use super::wiring::{Context, Wiring};
+use super::{Backend, Lab, Link, Segment, Topology};
+
+/// Default `[lab] seed`.
+pub const DEFAULT_SEED: u64 = 1;
+/// Default `[lab] pool`.
+pub const DEFAULT_POOL: &str = "10.100.0.0/16";
+
+/// Reads and validates a topology file.
+///
+/// Errors name the file and, for anything but I/O errors, the line and
+/// column of the offending value. The first error found is returned.
+pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_str(&text, path)
+}
+
+/// Validates topology text; `path` is only used in messages and stored as
+/// [`Topology::source`].
+pub fn parse_str(text: &str, path: &Path) -> Result<Topology, TopologyError> {
+    let src = Source { text, path };
+    build(&src).map_err(|issue| src.error(issue))
+}
+
+fn build(src: &Source) -> Checked<Topology> {
+    let raw: RawFile = toml::from_str(src.text).map_err(toml_issue)?;
+    let Some(raw_lab) = &raw.lab else {
+        return Err(Issue::new(
+            0..0,
+            "missing [lab] table; expected [lab] with at least name = \"...\"",
+        ));
+    };
+    let lab = lab(raw_lab.get_ref())?;
+    let mut profiles = Profiles::from_raw(&raw.profile)?;
+    let nodes = Nodes::build(src, lab.seed, &raw.node, &raw.group)?;
+    let mut cx = Context {
+        src,
+        nodes: &nodes,
+        profiles: &mut profiles,
+        ipv6: lab.pool6.is_some(),
+    };
+    let wiring = Wiring::build(&mut cx, &raw.segment, &raw.link)?;
+    let addressed = addressing::assign(
+        lab.pool4,
+        lab.pool6,
+        &wiring.nets,
+        &nodes.drafts,
+        wiring.links.len(),
+    )?;
+    Ok(assemble(src, lab, nodes, wiring, addressed, profiles))
+}
+
+/// A TOML syntax or type error, at the span toml reports (else the start).
+fn toml_issue(e: toml::de::Error) -> Issue {
+    Issue::new(e.span().unwrap_or(0..0), e.message().trim())
+}
+
+fn lab(raw: &RawLab) -> Checked<Lab> {
+    check_lab_name(raw.name.get_ref()).map_err(|m| Issue::new(raw.name.span(), m))?;
+    Ok(Lab {
+        name: raw.name.get_ref().clone(),
+        seed: raw.seed.as_ref().map_or(DEFAULT_SEED, |s| *s.get_ref()),
+        backend: backend(raw.backend.as_ref())?,
+        pool4: pool4(raw.pool.as_ref())?,
+        pool6: raw.pool6.as_ref().map(pool6).transpose()?,
+    })
+}
+
+fn backend(raw: Option<&Str>) -> Checked<Backend> {
+    match raw.map(|b| b.get_ref().as_str()) {
+        None | Some("auto") => Ok(Backend::Auto),
+        Some("kernel") => Ok(Backend::Kernel),
+        Some("userspace") => Ok(Backend::Userspace),
+        Some(other) => Err(Issue::new(
+            raw.map_or(0..0, |b| b.span()),
+            format!("unknown backend \"{other}\"; expected one of auto, kernel, userspace"),
+        )),
+    }
+}
+
+fn pool4(raw: Option<&Str>) -> Checked<Ipv4Net> {
+    let Some(raw) = raw else {
+        return DEFAULT_POOL
+            .parse()
+            .map_err(|_| Issue::new(0..0, "internal error: bad default pool"));
+    };
+    let text = raw.get_ref();
+    let net: Ipv4Net = text.parse().map_err(|_| {
+        Issue::new(
+            raw.span(),
+            format!("invalid IPv4 pool \"{text}\"; expected e.g. \"10.100.0.0/16\""),
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(Issue::new(
+            raw.span(),
+            format!(
+                "pool {net} has host bits set; did you mean {}?",
+                net.trunc()
+            ),
+        ));
+    }
+    if net.prefix_len() > 30 {
+        return Err(Issue::new(
+            raw.span(),
+            format!("pool {net} is too small; expected a /30 or larger"),
+        ));
+    }
+    Ok(net)
+}
+
+fn pool6(raw: &Str) -> Checked<Ipv6Net> {
+    let text = raw.get_ref();
+    let net: Ipv6Net = text.parse().map_err(|_| {
+        Issue::new(
+            raw.span(),
+            format!("invalid IPv6 pool \"{text}\"; expected e.g. \"fd00:100::/48\""),
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(Issue::new(
+            raw.span(),
+            format!(
+                "pool6 {net} has host bits set; did you mean {}?",
+                net.trunc()
+            ),
+        ));
+    }
+    if net.prefix_len() > 64 {
+        return Err(Issue::new(
+            raw.span(),
+            format!("pool6 {net} is smaller than a /64; expected a prefix length of 64 or less"),
+        ));
+    }
+    Ok(net)
+}
+
+/// Puts the checked parts together into the model.
+fn assemble(
+    src: &Source,
+    lab: Lab,
+    nodes: Nodes,
+    wiring: Wiring,
+    addressed: Vec<Addressed>,
+    profiles: Profiles,
+) -> Topology {
+    let mut addressed = addressed.into_iter();
+    let segment_count = wiring.segments.len();
+    let segments = wiring
+        .segments
+        .into_iter()
+        .zip(&wiring.nets)
+        .zip(addressed.by_ref())
+        .map(|((info, net), a)| Segment {
+            name: net.name.clone(),
+            kind: info.kind,
+            profile: info.profile,
+            subnet: a.subnet,
+            subnet6: a.subnet6,
+            members: a.members,
+        })
+        .collect();
+    let link_nets = wiring.nets.iter().skip(segment_count);
+    let links = wiring
+        .links
+        .into_iter()
+        .zip(link_nets)
+        .zip(addressed)
+        .filter_map(|((info, net), a)| {
+            let mut ends = a.members.into_iter();
+            Some(Link {
+                name: net.name.clone(),
+                a: ends.next()?,
+                b: ends.next()?,
+                profile_ab: info.profile_ab,
+                profile_ba: info.profile_ba,
+                subnet: a.subnet,
+                subnet6: a.subnet6,
+            })
+        })
+        .collect();
+    Topology {
+        source: src.path.to_path_buf(),
+        lab,
+        nodes: nodes.drafts.into_iter().map(|d| d.node).collect(),
+        segments,
+        links,
+        profiles: profiles.into_used(),
+    }
+}

@@ -37,6 +37,16 @@ pub fn inode(name: &str) -> Option<u64> {
     (meta.dev() != dir.dev()).then_some(meta.ino())
 }
 
+/// Whether `name` is a bare placeholder: a file in `/run/netns` with nothing
+/// mounted on it (what a crash between creating the file and binding the
+/// namespace leaves behind).
+pub fn is_placeholder(name: &str) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path(name)) else {
+        return false;
+    };
+    meta.file_type().is_file() && meta.len() == 0 && inode(name).is_none()
+}
+
 /// Open a named namespace for `setns`.
 pub fn open(name: &str) -> io::Result<File> {
     File::open(path(name))

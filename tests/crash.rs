@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 

@@ -107,10 +107,10 @@ pub(super) fn remove_locked(lab: &str) -> Result<Removed, LabError> {
     for name in intents.iter().rev() {
         let Some(current) = netns::inode(name) else {
             // Journaled, never bound: the run died between the two steps.
-            if netns::is_placeholder(name) {
-                if let Err(e) = netns::delete(name) {
-                    errors.push(format!("placeholder {name}: {e}"));
-                }
+            if netns::is_placeholder(name)
+                && let Err(e) = netns::delete(name)
+            {
+                errors.push(format!("placeholder {name}: {e}"));
             }
             continue;
         };

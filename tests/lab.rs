@@ -59,6 +59,24 @@ fn minimal_up_ping_status_down() {
     assert_eq!(status["state"], "up");
     assert_eq!(addrs.len(), 2);
     assert_eq!(status["links"].as_array().unwrap().len(), 1);
+    // Every interface testbed made carries its ownership tag (ifalias).
+    for ns in [
+        format!("tb-{}", lab.lab),
+        format!("tb-{}.h1", lab.lab),
+        format!("tb-{}.h2", lab.lab),
+    ] {
+        let out = Command::new("ip")
+            .args(["-n", &ns, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines() {
+            assert!(
+                line.contains(&format!("alias testbed:{}", lab.lab)),
+                "untagged in {ns}: {line}"
+            );
+        }
+    }
     // The host's own namespace is untouched.
     assert_eq!(host_links(), host_before);
     // A second up with the same file is a no-op.

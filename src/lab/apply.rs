@@ -105,30 +105,23 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
             .join()
             .map_err(|_| std::io::Error::other("namespace worker panicked"))??;
     for b in &plan.infra.bridges {
-        infra.queue(
-            ops::bridge(&b.name, b.index, &tag),
-            ops::CREATE,
-            format!("bridge {} in {}", b.name, plan.infra.netns),
-        );
-        infra.queue(
-            ops::pin_mtu(b.index, 1500),
-            0,
-            format!("mtu of bridge {} in {}", b.name, plan.infra.netns),
-        );
+        let what = format!("bridge {} in {}", b.name, plan.infra.netns);
+        infra.queue(ops::bridge(&b.name, b.index), ops::CREATE, &what);
+        infra.queue(ops::pin_mtu(b.index, 1500), 0, &what);
+        infra.queue(ops::set_up(b.index, Some(&tag)), 0, what);
     }
     let trunk_alias = format!("{tag}:trunk");
+    let what = |name: &str| format!("trunk {name} in {}", plan.infra.netns);
     for t in &plan.infra.trunks {
         let root = ops::End {
             name: &t.root.name,
             index: t.root.index,
-            alias: &trunk_alias,
             netns: None,
             master: Some(t.root.bridge),
         };
         let shard = ops::End {
             name: &t.shard.name,
             index: t.shard.index,
-            alias: &trunk_alias,
             netns: None,
             master: None,
         };
@@ -140,7 +133,17 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
         infra.queue(
             ops::enslave_up(t.shard.index, t.shard.bridge),
             0,
-            format!("trunk {} in {}", t.shard.name, plan.infra.netns),
+            what(&t.shard.name),
+        );
+        infra.queue(
+            ops::set_up(t.root.index, Some(&trunk_alias)),
+            0,
+            what(&t.root.name),
+        );
+        infra.queue(
+            ops::set_up(t.shard.index, Some(&trunk_alias)),
+            0,
+            what(&t.shard.name),
         );
     }
     infra.flush()?;
@@ -161,28 +164,18 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
 
     // Point-to-point links, once both ends exist; then the routes they enable.
     for link in &plan.links {
-        let (na, ia) = (
-            &plan.nodes[link.a.0],
-            &plan.nodes[link.a.0].ifaces[link.a.1],
-        );
-        let (nb, ib) = (
-            &plan.nodes[link.b.0],
-            &plan.nodes[link.b.0].ifaces[link.b.1],
-        );
-        let alias_a = format!("{tag}:{}:{}", na.name, ia.name);
-        let alias_b = format!("{tag}:{}:{}", nb.name, ib.name);
+        let ia = &plan.nodes[link.a.0].ifaces[link.a.1];
+        let ib = &plan.nodes[link.b.0].ifaces[link.b.1];
         let fd = |i: usize| linked[i].as_ref().map(|m| m.ns.as_raw_fd());
         let a = ops::End {
             name: &ia.name,
             index: ia.index,
-            alias: &alias_a,
             netns: fd(link.a.0),
             master: None,
         };
         let b = ops::End {
             name: &ib.name,
             index: ib.index,
-            alias: &alias_b,
             netns: fd(link.b.0),
             master: None,
         };
@@ -196,7 +189,7 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
     for (node, made) in plan.nodes.iter().zip(linked.iter_mut()) {
         if let Some(made) = made {
             for iface in node.ifaces.iter().filter(|i| i.port.is_none()) {
-                configure_iface(&mut made.nl, node, iface);
+                configure_iface(&mut made.nl, node, iface, &tag);
             }
             queue_routes(&mut made.nl, node);
             made.nl.flush()?;
@@ -293,25 +286,24 @@ fn wire_nodes(
             let node = &plan.nodes[*i];
             for iface in &node.ifaces {
                 let Some(port) = &iface.port else { continue };
-                let alias = format!("{tag}:{}:{}", node.name, iface.name);
                 let near = ops::End {
                     name: &port.name,
                     index: port.index,
-                    alias: &alias,
                     netns: None,
                     master: Some(port.bridge),
                 };
                 let far = ops::End {
                     name: &iface.name,
                     index: iface.index,
-                    alias: &alias,
                     netns: Some(made.ns.as_raw_fd()),
                     master: None,
                 };
+                let what = format!("veth {}/{} <-> {}", node.netns, iface.name, port.name);
+                infra.queue(ops::veth(&near, &far), ops::CREATE, &what);
                 infra.queue(
-                    ops::veth(&near, &far),
-                    ops::CREATE,
-                    format!("veth {}/{} <-> {}", node.netns, iface.name, port.name),
+                    ops::set_up(port.index, Some(&iface_tag(tag, node, iface))),
+                    0,
+                    what,
                 );
             }
         }
@@ -319,7 +311,7 @@ fn wire_nodes(
         for (i, mut made) in ready {
             let node = &plan.nodes[i];
             for iface in node.ifaces.iter().filter(|i| i.port.is_some()) {
-                configure_iface(&mut made.nl, node, iface);
+                configure_iface(&mut made.nl, node, iface, tag);
             }
             if node.ifaces.iter().any(|i| i.port.is_none()) {
                 // Routes may lead through a link not made yet; they follow the links.
@@ -336,15 +328,20 @@ fn wire_nodes(
     Ok(linked)
 }
 
-/// Queue: no IPv6 autoconfiguration, link up, addresses.
-fn configure_iface(nl: &mut Netlink, node: &NodePlan, iface: &IfacePlan) {
+/// The ownership tag of one node interface (and of its bridge port).
+fn iface_tag(tag: &str, node: &NodePlan, iface: &IfacePlan) -> String {
+    format!("{tag}:{}:{}", node.name, iface.name)
+}
+
+/// Queue: no IPv6 autoconfiguration, link up with its tag, addresses.
+fn configure_iface(nl: &mut Netlink, node: &NodePlan, iface: &IfacePlan, tag: &str) {
     nl.queue(
         ops::no_ipv6_autoconf(iface.index),
         0,
         format!("addrgenmode of {}/{}", node.netns, iface.name),
     );
     nl.queue(
-        ops::set_up(iface.index, None),
+        ops::set_up(iface.index, Some(&iface_tag(tag, node, iface))),
         0,
         format!("link {}/{} up", node.netns, iface.name),
     );

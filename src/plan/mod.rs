@@ -26,6 +26,10 @@ pub const NETNS_PREFIX: &str = "tb-";
 pub const MEMBERS_PER_SHARD: usize = 960;
 /// Hard ceiling on ports of one bridge, kept below the kernel's 1023.
 pub const MAX_BRIDGE_PORTS: usize = 1000;
+/// First ifindex the plan requests in any namespace. A kernel with tunnel
+/// modules loaded puts fallback devices (tunl0, gre0, sit0, ...) into every new
+/// namespace at the lowest free indexes, so requested indexes start well above.
+pub const FIRST_IFINDEX: u32 = 100;
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
@@ -50,7 +54,8 @@ pub struct Plan {
     pub lab: String,
     pub seed: u64,
     pub backend: Backend,
-    /// Fingerprint of the topology this plan came from (changes iff the plan does).
+    /// Fingerprint of the whole topology this plan came from (any change to the
+    /// file's meaning changes it; its path does not).
     pub fingerprint: String,
     pub infra: Infra,
     pub nodes: Vec<NodePlan>,
@@ -172,7 +177,7 @@ impl Plan {
 /// Build the plan for a validated topology.
 pub fn build(topo: &Topology) -> Plan {
     let lab = &topo.lab.name;
-    let mut next_infra_index = 2u32;
+    let mut next_infra_index = FIRST_IFINDEX;
     let mut take_index = || {
         let i = next_infra_index;
         next_infra_index += 1;
@@ -231,7 +236,7 @@ pub fn build(topo: &Topology) -> Plan {
             let j = node.ifaces.len();
             node.ifaces.push(IfacePlan {
                 name: format!("eth{j}"),
-                index: 2 + j as u32,
+                index: FIRST_IFINDEX + j as u32,
                 network: seg.name.clone(),
                 addr: iface_addr(member, seg.subnet.prefix_len()),
                 addr6: member.addr6.zip(seg.subnet6).map(|(a, n)| {
@@ -254,7 +259,7 @@ pub fn build(topo: &Topology) -> Plan {
             let j = node.ifaces.len();
             node.ifaces.push(IfacePlan {
                 name: format!("eth{j}"),
-                index: 2 + j as u32,
+                index: FIRST_IFINDEX + j as u32,
                 network: link.name.clone(),
                 addr: iface_addr(att, link.subnet.prefix_len()),
                 addr6: att.addr6.zip(link.subnet6).map(|(a, n)| {
@@ -334,6 +339,7 @@ impl fmt::Display for Plan {
         )?;
         writeln!(f, "netns  {infra}  (infrastructure)")?;
         writeln!(f, "sysctl {infra}  ipv6/conf/all/disable_ipv6=1")?;
+        writeln!(f, "sysctl {infra}  ipv6/conf/default/disable_ipv6=1")?;
         for b in &self.infra.bridges {
             writeln!(
                 f,

@@ -380,3 +380,57 @@ fn fleet_1000_up_and_down() {
     drop(lab);
     assert_gone(&name);
 }
+
+#[test]
+fn ipv6_pool_gives_static_addresses_that_route() {
+    if !root_or_skip("ipv6_pool_gives_static_addresses_that_route") {
+        return;
+    }
+    let topo = write_topology(
+        r#"
+[lab]
+name = "x"
+pool6 = "fd00:77::/48"
+[[node]]
+name = "r1"
+kind = "router"
+[[node]]
+name = "a"
+kind = "host"
+[[node]]
+name = "b"
+kind = "host"
+[[segment]]
+name = "left"
+members = ["r1", "a"]
+[[segment]]
+name = "right"
+members = ["r1", "b"]
+"#,
+        "6",
+    );
+    let lab = LabGuard::up(&topo);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", &lab.lab, "--json"])).unwrap();
+    let b = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "b")
+        .unwrap();
+    let b6 = b["interfaces"][0]["address6"]
+        .as_str()
+        .expect("b has an IPv6 address");
+    let b6 = b6.split('/').next().unwrap();
+    let out = ok(&[
+        "exec", &lab.lab, "a", "--", "ping", "-6", "-c2", "-i0.2", "-W2", b6,
+    ]);
+    assert!(out.contains("2 received"), "{out}");
+    // One link-local address, the static one (fe80:: + the global interface id),
+    // and nothing autoconfigured.
+    let addrs = ok(&[
+        "exec", &lab.lab, "a", "--", "ip", "-6", "-o", "addr", "show", "dev", "eth0",
+    ]);
+    assert_eq!(addrs.matches("fe80").count(), 1, "{addrs}");
+    assert!(addrs.contains("fe80::2/64"), "{addrs}");
+}

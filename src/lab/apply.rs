@@ -345,7 +345,7 @@ fn configure_iface(nl: &mut Netlink, node: &NodePlan, iface: &IfacePlan, tag: &s
         0,
         format!("link {}/{} up", node.netns, iface.name),
     );
-    for addr in std::iter::once(iface.addr).chain(iface.addr6) {
+    for addr in iface.addresses() {
         nl.queue(
             ops::address(iface.index, addr.addr(), addr.prefix_len()),
             ops::CREATE,

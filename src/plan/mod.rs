@@ -118,6 +118,10 @@ pub struct IfacePlan {
     pub network: String,
     pub addr: IpNet,
     pub addr6: Option<IpNet>,
+    /// With IPv6: a static link-local address `fe80::<interface id of addr6>/64`.
+    /// Autoconfiguration is off, and a router cannot resolve neighbours for
+    /// packets it forwards without a link-local source.
+    pub link_local6: Option<IpNet>,
     /// Profile for frames this node sends on this interface.
     pub profile_out: Option<String>,
     /// For a segment member: its bridge port in the infrastructure namespace.
@@ -138,6 +142,23 @@ pub struct LinkPlan {
 pub struct RoutePlan {
     pub dest: IpNet,
     pub via: IpAddr,
+}
+
+impl IfacePlan {
+    /// Every address to configure on the interface, IPv4 first.
+    pub fn addresses(&self) -> impl Iterator<Item = IpNet> + '_ {
+        std::iter::once(self.addr)
+            .chain(self.addr6)
+            .chain(self.link_local6)
+    }
+}
+
+/// `fe80::` plus the low 64 bits of a global IPv6 address, as a /64.
+fn link_local_for(addr6: Option<IpNet>) -> Option<IpNet> {
+    let IpNet::V6(a) = addr6? else { return None };
+    let id = u128::from(a.addr()) & u128::from(u64::MAX);
+    let ll = std::net::Ipv6Addr::from((0xfe80u128 << 112) | id);
+    IpNet::new(ll.into(), 64).ok()
 }
 
 impl Plan {
@@ -234,21 +255,18 @@ pub fn build(topo: &Topology) -> Plan {
             let bridge = bridges[first + m / MEMBERS_PER_SHARD].index;
             let node = &mut nodes[member.node];
             let j = node.ifaces.len();
-            node.ifaces.push(IfacePlan {
-                name: format!("eth{j}"),
-                index: FIRST_IFINDEX + j as u32,
-                network: seg.name.clone(),
-                addr: iface_addr(member, seg.subnet.prefix_len()),
-                addr6: member.addr6.zip(seg.subnet6).map(|(a, n)| {
-                    IpNet::new(a.into(), n.prefix_len()).expect("prefix from a valid net")
-                }),
-                profile_out: seg.profile.clone(),
-                port: Some(InfraPort {
-                    name: format!("n{}i{j}", member.node),
-                    index: take_index(),
-                    bridge,
-                }),
-            });
+            let port = InfraPort {
+                name: format!("n{}i{j}", member.node),
+                index: take_index(),
+                bridge,
+            };
+            let net = (
+                seg.name.as_str(),
+                IpNet::from(seg.subnet),
+                seg.subnet6.map(IpNet::from),
+            );
+            node.ifaces
+                .push(iface(j, net, member, &seg.profile, Some(port)));
         }
     }
 
@@ -257,17 +275,12 @@ pub fn build(topo: &Topology) -> Plan {
         let mut end = |att: &Attachment, profile: &Option<String>| {
             let node = &mut nodes[att.node];
             let j = node.ifaces.len();
-            node.ifaces.push(IfacePlan {
-                name: format!("eth{j}"),
-                index: FIRST_IFINDEX + j as u32,
-                network: link.name.clone(),
-                addr: iface_addr(att, link.subnet.prefix_len()),
-                addr6: att.addr6.zip(link.subnet6).map(|(a, n)| {
-                    IpNet::new(a.into(), n.prefix_len()).expect("prefix from a valid net")
-                }),
-                profile_out: profile.clone(),
-                port: None,
-            });
+            let net = (
+                link.name.as_str(),
+                IpNet::from(link.subnet),
+                link.subnet6.map(IpNet::from),
+            );
+            node.ifaces.push(iface(j, net, att, profile, None));
             (att.node, j)
         };
         let a = end(&link.a, &link.profile_ab);
@@ -299,8 +312,30 @@ pub fn build(topo: &Topology) -> Plan {
     }
 }
 
-fn iface_addr(att: &Attachment, prefix: u8) -> IpNet {
-    IpNet::new(att.addr.into(), prefix).expect("prefix from a valid net")
+/// Interface `ethJ` of a node on network `(name, subnet, subnet6)`.
+fn iface(
+    j: usize,
+    (network, subnet, subnet6): (&str, IpNet, Option<IpNet>),
+    att: &Attachment,
+    profile: &Option<String>,
+    port: Option<InfraPort>,
+) -> IfacePlan {
+    let with_prefix =
+        |a: IpAddr, net: IpNet| IpNet::new(a, net.prefix_len()).expect("prefix of a valid net");
+    let addr6 = att
+        .addr6
+        .zip(subnet6)
+        .map(|(a, n)| with_prefix(a.into(), n));
+    IfacePlan {
+        name: format!("eth{j}"),
+        index: FIRST_IFINDEX + j as u32,
+        network: network.to_string(),
+        addr: with_prefix(att.addr.into(), subnet),
+        addr6,
+        link_local6: link_local_for(addr6),
+        profile_out: profile.clone(),
+        port,
+    }
 }
 
 /// Sysctls for a node namespace. Only forwarding: every other default is set
@@ -392,9 +427,8 @@ impl fmt::Display for Plan {
         for n in &self.nodes {
             for i in &n.ifaces {
                 writeln!(f, "link   {}/{} addrgenmode none, up", n.netns, i.name)?;
-                writeln!(f, "addr   {}/{} {}", n.netns, i.name, i.addr)?;
-                if let Some(a6) = i.addr6 {
-                    writeln!(f, "addr   {}/{} {a6}", n.netns, i.name)?;
+                for a in i.addresses() {
+                    writeln!(f, "addr   {}/{} {a}", n.netns, i.name)?;
                 }
             }
             for r in &n.routes {

@@ -60,7 +60,7 @@ fn check(file: &Path, json: bool) -> Result<ExitCode> {
         .collect();
     println!("{}: valid", file.display());
     println!(
-        "  lab       {} (seed {}, backend {:?}, pool {})",
+        "  lab       {} (seed {}, backend {}, pool {})",
         topo.lab.name, topo.lab.seed, topo.lab.backend, topo.lab.pool4
     );
     println!("  nodes     {} ({})", topo.nodes.len(), kinds.join(", "));
@@ -124,7 +124,7 @@ fn up(file: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
             plan.lab
         ),
         UpOutcome::Created => println!(
-            "lab {} is up: {} nodes, {} bridges, {} links in {:.2}s; backend {:?} (impairment profiles recorded, not applied yet)",
+            "lab {} is up: {} nodes, {} bridges, {} links in {:.2}s; backend {} (impairment profiles recorded, not applied yet)",
             plan.lab,
             plan.nodes.len(),
             plan.infra.bridges.len(),
@@ -186,7 +186,7 @@ fn status(lab: Option<&str>, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "lab {}: {} (backend {:?}; impairments recorded, not applied yet)",
+        "lab {}: {} (backend {}; impairments recorded, not applied yet)",
         st.lab, st.state, st.backend
     );
     println!("\nSEGMENT          SUBNET             MEMBERS  BRIDGES");

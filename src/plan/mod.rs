@@ -369,7 +369,7 @@ impl fmt::Display for Plan {
         let infra = &self.infra.netns;
         writeln!(
             f,
-            "lab {} (seed {}, backend {:?})",
+            "lab {} (seed {}, backend {})",
             self.lab, self.seed, self.backend
         )?;
         writeln!(f, "netns  {infra}  (infrastructure)")?;

@@ -675,7 +675,7 @@ fn dry_run_of_city_reads_as_expected() {
     let plan = plan::build(&shipped("city.toml"));
     let text = plan.to_string();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "lab city (seed 42, backend Auto)");
+    assert_eq!(lines[0], "lab city (seed 42, backend auto)");
     for expected in [
         "netns  tb-city  (infrastructure)",
         "netns  tb-city.r1  (router)",

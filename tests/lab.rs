@@ -434,3 +434,27 @@ members = ["r1", "b"]
     assert_eq!(addrs.matches("fe80").count(), 1, "{addrs}");
     assert!(addrs.contains("fe80::2/64"), "{addrs}");
 }
+
+#[test]
+fn namespace_removed_behind_our_back_is_reported_not_papered_over() {
+    if !root_or_skip("namespace_removed_behind_our_back_is_reported_not_papered_over") {
+        return;
+    }
+    let topo = copy_topology("topologies/minimal.toml", "d");
+    let lab = LabGuard::up(&topo);
+    let st = Command::new("ip")
+        .args(["netns", "del", &format!("tb-{}.h2", lab.lab)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", &lab.lab, "--json"])).unwrap();
+    assert_eq!(status["state"], "degraded");
+    let out = run(&["up", topo.path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("removed by something else"), "{err}");
+    let name = lab.lab.clone();
+    drop(lab);
+    assert_gone(&name);
+}

@@ -42,6 +42,13 @@ pub fn up(plan: &Plan, progress: Progress) -> Result<UpOutcome, LabError> {
     let _lock = state::LabLock::try_acquire(lab)?.ok_or_else(|| LabError::Busy(lab.clone()))?;
     if let Some(running) = state::read_plan(lab)? {
         if running.fingerprint == plan.fingerprint {
+            let missing = running.namespaces().filter(|n| !netns::exists(n)).count();
+            if missing > 0 {
+                return Err(LabError::Degraded {
+                    lab: lab.clone(),
+                    missing,
+                });
+            }
             return Ok(UpOutcome::AlreadyUp);
         }
         return Err(LabError::Changed(lab.clone()));

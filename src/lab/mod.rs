@@ -27,6 +27,10 @@ pub enum LabError {
         "lab {0} is up with a different topology; run `testbed down {0}` first, then `up` again"
     )]
     Changed(String),
+    #[error(
+        "lab {lab} is up but {missing} of its namespaces were removed by something else; run `testbed down {lab}`, then `up` again"
+    )]
+    Degraded { lab: String, missing: usize },
     #[error("no lab named {0} (see `testbed status`)")]
     NoSuchLab(String),
     #[error("lab {lab} has no node {node}; nodes: {known}")]

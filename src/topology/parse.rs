@@ -27,12 +27,22 @@ pub const DEFAULT_POOL: &str = "10.100.0.0/16";
 /// Errors name the file and, for anything but I/O errors, the line and
 /// column of the offending value. The first error found is returned.
 pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Io {
+    let io = |source| TopologyError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(io(std::io::Error::other(format!(
+            "file is {len} bytes; a topology file may be at most {MAX_FILE_BYTES} bytes"
+        ))));
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
     parse_str(&text, path)
 }
+
+/// Largest topology file accepted (a thousand-node lab needs a few KiB).
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// Validates topology text; `path` is only used in messages and stored as
 /// [`Topology::source`].

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::addressing::{self, Addressed};
 use super::error::{Checked, Issue, Source, TopologyError};
@@ -113,55 +113,53 @@ fn pool4(raw: Option<&Str>) -> Checked<Ipv4Net> {
             .parse()
             .map_err(|_| Issue::new(0..0, "internal error: bad default pool"));
     };
-    let text = raw.get_ref();
-    let net: Ipv4Net = text.parse().map_err(|_| {
-        Issue::new(
-            raw.span(),
-            format!("invalid IPv4 pool \"{text}\"; expected e.g. \"10.100.0.0/16\""),
-        )
-    })?;
+    match pool(raw, "pool", 30)? {
+        IpNet::V4(net) => Ok(net),
+        IpNet::V6(_) => Err(bad_pool(raw, "pool")),
+    }
+}
+
+fn pool6(raw: &Str) -> Checked<Ipv6Net> {
+    match pool(raw, "pool6", 64)? {
+        IpNet::V6(net) => Ok(net),
+        IpNet::V4(_) => Err(bad_pool(raw, "pool6")),
+    }
+}
+
+/// An address pool: a network without host bits, at least as large as a
+/// `/max_prefix`. `field` is `pool` (IPv4) or `pool6`.
+fn pool(raw: &Str, field: &str, max_prefix: u8) -> Checked<IpNet> {
+    let net: IpNet = raw.get_ref().parse().map_err(|_| bad_pool(raw, field))?;
     if net.trunc() != net {
         return Err(Issue::new(
             raw.span(),
             format!(
-                "pool {net} has host bits set; did you mean {}?",
+                "{field} {net} has host bits set; did you mean {}?",
                 net.trunc()
             ),
         ));
     }
-    if net.prefix_len() > 30 {
+    if net.prefix_len() > max_prefix {
         return Err(Issue::new(
             raw.span(),
-            format!("pool {net} is too small; expected a /30 or larger"),
+            format!("{field} {net} is too small; expected a /{max_prefix} or larger"),
         ));
     }
     Ok(net)
 }
 
-fn pool6(raw: &Str) -> Checked<Ipv6Net> {
-    let text = raw.get_ref();
-    let net: Ipv6Net = text.parse().map_err(|_| {
-        Issue::new(
-            raw.span(),
-            format!("invalid IPv6 pool \"{text}\"; expected e.g. \"fd00:100::/48\""),
-        )
-    })?;
-    if net.trunc() != net {
-        return Err(Issue::new(
-            raw.span(),
-            format!(
-                "pool6 {net} has host bits set; did you mean {}?",
-                net.trunc()
-            ),
-        ));
-    }
-    if net.prefix_len() > 64 {
-        return Err(Issue::new(
-            raw.span(),
-            format!("pool6 {net} is smaller than a /64; expected a prefix length of 64 or less"),
-        ));
-    }
-    Ok(net)
+fn bad_pool(raw: &Str, field: &str) -> Issue {
+    let (family, example) = match field {
+        "pool6" => ("IPv6", "fd00:100::/48"),
+        _ => ("IPv4", "10.100.0.0/16"),
+    };
+    Issue::new(
+        raw.span(),
+        format!(
+            "invalid {family} {field} \"{}\"; expected e.g. \"{example}\"",
+            raw.get_ref()
+        ),
+    )
 }
 
 /// Puts the checked parts together into the model.

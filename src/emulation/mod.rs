@@ -1,5 +1,8 @@
 //! Link emulation: the impairment model shared by every backend.
 
 mod impairment;
+pub mod netem;
+pub mod pipeline;
+pub mod tbf;
 
 pub use impairment::*;

@@ -458,3 +458,51 @@ fn namespace_removed_behind_our_back_is_reported_not_papered_over() {
     drop(lab);
     assert_gone(&name);
 }
+
+#[test]
+fn backend_kernel_without_netem_is_refused_and_auto_says_not_applied() {
+    if !root_or_skip("backend_kernel_without_netem_is_refused_and_auto_says_not_applied") {
+        return;
+    }
+    if std::path::Path::new("/proc/config.gz").exists() {
+        let cfg = Command::new("sh")
+            .args([
+                "-c",
+                "zcat /proc/config.gz | grep -c '^CONFIG_NET_SCH_NETEM=' || true",
+            ])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&cfg.stdout).trim() != "0" {
+            eprintln!("skipped: this kernel has netem (the VM test covers the kernel backend)");
+            return;
+        }
+    }
+    let text = r#"
+[lab]
+name = "x"
+backend = "kernel"
+[[node]]
+name = "a"
+kind = "host"
+[[node]]
+name = "b"
+kind = "host"
+[[link]]
+a = "a"
+b = "b"
+profile = "4g"
+"#;
+    let topo = write_topology(text, "b");
+    let out = run(&["up", topo.path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no sch_netem"), "{err}");
+    assert_gone(&topo.lab);
+
+    let auto = write_topology(&text.replace("\"kernel\"", "\"auto\""), "b");
+    let lab = LabGuard::up(&auto);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", &lab.lab, "--json"])).unwrap();
+    let how = status["impairments"].as_str().unwrap();
+    assert!(how.starts_with("not applied"), "{how}");
+}

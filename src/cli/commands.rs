@@ -124,13 +124,16 @@ fn up(file: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
             plan.lab
         ),
         UpOutcome::Created => println!(
-            "lab {} is up: {} nodes, {} bridges, {} links in {:.2}s; backend {} (impairment profiles recorded, not applied yet)",
+            "lab {} is up: {} nodes, {} bridges, {} links in {:.2}s; backend {}, impairments: {}",
             plan.lab,
             plan.nodes.len(),
             plan.infra.bridges.len(),
             plan.links.len(),
             start.elapsed().as_secs_f64(),
-            plan.backend
+            plan.backend,
+            std::fs::read_to_string(state::backend_path(&plan.lab))
+                .unwrap_or_default()
+                .trim()
         ),
     }
     Ok(ExitCode::SUCCESS)
@@ -186,8 +189,8 @@ fn status(lab: Option<&str>, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "lab {}: {} (backend {}; impairments recorded, not applied yet)",
-        st.lab, st.state, st.backend
+        "lab {}: {} (backend {}; impairments: {})",
+        st.lab, st.state, st.backend, st.impairments
     );
     println!("\nSEGMENT          SUBNET             MEMBERS  BRIDGES");
     for s in &st.segments {

@@ -14,8 +14,11 @@ use tracing::{debug, info};
 
 use super::journal::{Entry, Journal};
 use super::{LabError, state, teardown};
+use crate::emulation::kernel;
+use crate::emulation::pipeline::{Direction, DirectionParams, direction_seed};
 use crate::netlink::{Netlink, netns, ops};
 use crate::plan::{IfacePlan, NodePlan, Plan, owner_tag};
+use crate::topology::Backend;
 
 /// Progress callback: (what, done, total).
 pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
@@ -154,9 +157,12 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
         );
     }
     infra.flush()?;
+    let applied = choose_backend(plan, &mut infra)?;
+    let kernel = applied == Applied::Kernel;
+    state::write_atomic(&state::backend_path(lab), applied.describe().as_bytes())?;
 
     // Every node, end to end, on a pool of workers.
-    let mut linked = make_nodes(plan, &tag, &mut infra, progress)?;
+    let mut linked = make_nodes(plan, &tag, kernel, &mut infra, progress)?;
     debug!(lab, elapsed = ?t0.elapsed(), "nodes done");
     let created: Vec<Entry> = plan
         .namespaces()
@@ -170,33 +176,44 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
     journal.append(&created)?;
 
     // Point-to-point links, once both ends exist; then the routes they enable.
+    // Each is made from end a's own socket: kernels before 6.x check a requested
+    // ifindex in the sender's namespace too, where it would clash with the
+    // infrastructure namespace's bridges.
     for link in &plan.links {
         let ia = &plan.nodes[link.a.0].ifaces[link.a.1];
         let ib = &plan.nodes[link.b.0].ifaces[link.b.1];
-        let fd = |i: usize| linked[i].as_ref().map(|m| m.ns.as_raw_fd());
+        let b_ns = linked[link.b.0].as_ref().map(|m| m.ns.as_raw_fd());
         let a = ops::End {
             name: &ia.name,
             index: ia.index,
-            netns: fd(link.a.0),
+            netns: None,
             master: None,
         };
         let b = ops::End {
             name: &ib.name,
             index: ib.index,
-            netns: fd(link.b.0),
+            netns: b_ns,
             master: None,
         };
-        infra.queue(
+        let Some(made_a) = linked[link.a.0].as_mut() else {
+            unreachable!("both ends of a link are returned by make_nodes");
+        };
+        made_a.nl.execute(
             ops::veth(&a, &b),
             ops::CREATE,
             format!("link {}", link.name),
-        );
+        )?;
     }
-    infra.flush()?;
     for (node, made) in plan.nodes.iter().zip(linked.iter_mut()) {
         if let Some(made) = made {
             for iface in node.ifaces.iter().filter(|i| i.port.is_none()) {
-                configure_iface(&mut made.nl, node, iface, &tag);
+                configure_iface(
+                    &mut made.nl,
+                    node,
+                    iface,
+                    &tag,
+                    netem_params(plan, kernel, node, iface),
+                );
             }
             queue_routes(&mut made.nl, node);
             made.nl.flush()?;
@@ -220,6 +237,7 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
 fn make_nodes(
     plan: &Plan,
     tag: &str,
+    kernel: bool,
     infra: &mut Netlink,
     progress: Progress,
 ) -> Result<Vec<Option<Made>>, LabError> {
@@ -253,7 +271,7 @@ fn make_nodes(
             });
         }
         drop(tx);
-        let result = wire_nodes(plan, tag, infra, &rx, progress);
+        let result = wire_nodes(plan, tag, kernel, infra, &rx, progress);
         if result.is_err() {
             stop.store(true, Ordering::Relaxed);
             // Drain so no worker blocks; what they made is journaled and removed by rollback.
@@ -267,6 +285,7 @@ fn make_nodes(
 fn wire_nodes(
     plan: &Plan,
     tag: &str,
+    kernel: bool,
     infra: &mut Netlink,
     rx: &std::sync::mpsc::Receiver<(usize, Result<Made, LabError>)>,
     progress: Progress,
@@ -318,7 +337,13 @@ fn wire_nodes(
         for (i, mut made) in ready {
             let node = &plan.nodes[i];
             for iface in node.ifaces.iter().filter(|i| i.port.is_some()) {
-                configure_iface(&mut made.nl, node, iface, tag);
+                configure_iface(
+                    &mut made.nl,
+                    node,
+                    iface,
+                    tag,
+                    netem_params(plan, kernel, node, iface),
+                );
             }
             if node.ifaces.iter().any(|i| i.port.is_none()) {
                 // Routes may lead through a link not made yet; they follow the links.
@@ -335,13 +360,105 @@ fn wire_nodes(
     Ok(linked)
 }
 
+/// How a lab's impairments are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// No segment or link names a profile.
+    Nothing,
+    /// netem qdiscs on each impaired interface's egress.
+    Kernel,
+    /// Recorded only: no netem in this kernel and no userspace engine yet.
+    Recorded,
+}
+
+impl Applied {
+    fn describe(self) -> &'static str {
+        match self {
+            Applied::Nothing => "none (no profiles in use)",
+            Applied::Kernel => "kernel (netem)",
+            Applied::Recorded => {
+                "not applied (no sch_netem in this kernel, and the userspace engine is not built yet)"
+            }
+        }
+    }
+}
+
+/// Resolve the lab's backend. `auto` uses netem when the kernel has it (an
+/// ENOENT for kind `netem` is the signal) and says so; `kernel` insists.
+fn choose_backend(plan: &Plan, infra: &mut Netlink) -> Result<Applied, LabError> {
+    let impaired = plan
+        .nodes
+        .iter()
+        .flat_map(|n| &n.ifaces)
+        .any(|i| i.profile_out.is_some());
+    if !impaired {
+        return Ok(Applied::Nothing);
+    }
+    let has_netem = match plan.backend {
+        Backend::Userspace => false,
+        Backend::Auto | Backend::Kernel => probe_netem(infra)?,
+    };
+    match (plan.backend, has_netem) {
+        (_, true) => Ok(Applied::Kernel),
+        (Backend::Kernel, false) => Err(LabError::NoNetem),
+        _ => Ok(Applied::Recorded),
+    }
+}
+
+/// Whether this kernel has sch_netem: try it on the infrastructure
+/// namespace's loopback (nothing else uses it) and take it away again.
+fn probe_netem(infra: &mut Netlink) -> Result<bool, LabError> {
+    let probe = kernel::root_netem(1, &DirectionParams::default());
+    match infra.execute(probe, ops::CREATE, "probe for sch_netem") {
+        Ok(()) => {
+            infra.execute(kernel::delete_root(1), 0, "remove the netem probe")?;
+            Ok(true)
+        }
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The kernel backend's parameters for frames `node` sends on `iface`.
+fn netem_params(
+    plan: &Plan,
+    kernel: bool,
+    node: &NodePlan,
+    iface: &IfacePlan,
+) -> Option<DirectionParams> {
+    if !kernel {
+        return None;
+    }
+    let profile = plan.profiles.get(iface.profile_out.as_ref()?)?;
+    let seed = direction_seed(
+        plan.seed,
+        &format!("{}:{}", node.name, iface.name),
+        Direction::AToB,
+    );
+    Some(DirectionParams::from_profile(profile, seed))
+}
+
 /// The ownership tag of one node interface (and of its bridge port).
 fn iface_tag(tag: &str, node: &NodePlan, iface: &IfacePlan) -> String {
     format!("{tag}:{}:{}", node.name, iface.name)
 }
 
-/// Queue: no IPv6 autoconfiguration, link up with its tag, addresses.
-fn configure_iface(nl: &mut Netlink, node: &NodePlan, iface: &IfacePlan, tag: &str) {
+/// Queue: no IPv6 autoconfiguration, the egress netem (kernel backend), link
+/// up with its tag, addresses.
+fn configure_iface(
+    nl: &mut Netlink,
+    node: &NodePlan,
+    iface: &IfacePlan,
+    tag: &str,
+    netem: Option<DirectionParams>,
+) {
+    if let Some(params) = netem {
+        nl.queue(
+            kernel::root_netem(iface.index, &params),
+            ops::CREATE,
+            format!("netem on {}/{}", node.netns, iface.name),
+        );
+    }
     nl.queue(
         ops::no_ipv6_autoconf(iface.index),
         0,

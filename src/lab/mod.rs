@@ -31,6 +31,10 @@ pub enum LabError {
         "lab {lab} is up but {missing} of its namespaces were removed by something else; run `testbed down {lab}`, then `up` again"
     )]
     Degraded { lab: String, missing: usize },
+    #[error(
+        "backend = \"kernel\" but this kernel has no sch_netem (netem); use backend = \"auto\", or a kernel with netem (see scripts/vm-test)"
+    )]
+    NoNetem,
     #[error("no lab named {0} (see `testbed status`)")]
     NoSuchLab(String),
     #[error("lab {lab} has no node {node}; nodes: {known}")]

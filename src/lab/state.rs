@@ -29,6 +29,11 @@ pub fn hosts_path(lab: &str) -> PathBuf {
     lab_dir(lab).join("hosts")
 }
 
+/// How the lab's impairments were applied (one line, for `status`).
+pub fn backend_path(lab: &str) -> PathBuf {
+    lab_dir(lab).join("backend")
+}
+
 pub fn journal_path(lab: &str) -> PathBuf {
     lab_dir(lab).join("journal")
 }

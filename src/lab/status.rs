@@ -14,8 +14,8 @@ pub struct Status {
     /// `incomplete`: an `up` did not finish (run `clean`).
     pub state: &'static str,
     pub backend: Backend,
-    /// Impairment profiles are recorded in the plan; no backend applies them yet.
-    pub impairments_applied: bool,
+    /// How the profiles were applied, as `up` decided (e.g. `kernel (netem)`).
+    pub impairments: String,
     pub infra_netns: String,
     pub nodes: Vec<NodeStatus>,
     pub segments: Vec<SegmentStatus>,
@@ -131,7 +131,9 @@ fn from_plan(plan: &Plan) -> Status {
         lab: plan.lab.clone(),
         state: if all_present { "up" } else { "degraded" },
         backend: plan.backend,
-        impairments_applied: false,
+        impairments: std::fs::read_to_string(state::backend_path(&plan.lab))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string()),
         infra_netns: plan.infra.netns.clone(),
         nodes,
         segments,

@@ -204,7 +204,7 @@ pub struct DirectionParams {
     /// Correlation of successive delay draws, percent.
     pub delay_correlation: f64,
     /// Shape of the jitter. `Uniform` is netem's built-in `delay ± jitter`;
-    /// the others use netem's tables (see [`super::dist`]).
+    /// the others use netem's tables ([`crate::emulation::netem::table`]).
     pub distribution: Distribution,
     pub loss: LossModel,
     /// Duplication probability, percent; each duplicate goes through the

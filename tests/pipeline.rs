@@ -945,6 +945,7 @@ fn from_profile_fills_what_a_profile_has() {
         duplicate: 0.5,
         reorder: 1.0,
         limit: None,
+        ..Profile::default()
     };
     let p = DirectionParams::from_profile(&profile, 99);
     assert_eq!(p.delay_ns, 30 * MS);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use testbed::emulation::{
-    Distribution, builtin_profile, format_duration, format_rate, parse_duration, parse_percent,
-    parse_rate,
+    Distribution, LossSpec, Profile, builtin_profile, format_duration, format_rate, parse_duration,
+    parse_percent, parse_rate,
 };
 use testbed::topology::{NodeKind, Topology, TopologyError, load, parse_str};
 
@@ -338,6 +338,123 @@ profile_ba = "5g"
     assert_eq!(t.links[0].profile_ba.as_deref(), Some("5g"));
 }
 
+/// The profile `p` of a two-host file whose link uses it.
+fn one_profile(body: &str) -> Profile {
+    let t = parse_ok(&format!(
+        "{TWO_HOSTS}\n[profile.p]\n{body}\n[[link]]\na = \"h1\"\nb = \"h2\"\nprofile = \"p\"\n"
+    ));
+    t.profiles["p"].clone()
+}
+
+#[test]
+fn correlations_gap_and_overhead_parse() {
+    let p = one_profile(
+        r#"
+delay = "20ms"
+jitter = "5ms"
+delay_correlation = "25%"
+loss = "10%"
+loss_correlation = "25.5%"
+duplicate = "1%"
+duplicate_correlation = 10
+corrupt = "0.1%"
+corrupt_correlation = 0.5
+reorder = "5%"
+reorder_correlation = "50%"
+reorder_gap = 5
+rate = "10mbit"
+rate_overhead = 14
+"#,
+    );
+    assert_eq!(p.delay_correlation, 25.0);
+    assert_eq!(p.loss, 10.0);
+    assert_eq!(p.loss_correlation, 25.5);
+    assert_eq!(p.loss_model, LossSpec::Random);
+    assert_eq!(p.duplicate_correlation, 10.0);
+    assert_eq!(p.corrupt_correlation, 0.5);
+    assert_eq!(p.reorder_correlation, 50.0);
+    assert_eq!(p.reorder_gap, Some(5));
+    assert_eq!(p.rate_overhead, 14);
+    let negative = one_profile("rate = \"1mbit\"\nrate_overhead = -4\n");
+    assert_eq!(negative.rate_overhead, -4);
+    let gap_max = one_profile("delay = \"1ms\"\nreorder = \"1%\"\nreorder_gap = 1000000\n");
+    assert_eq!(gap_max.reorder_gap, Some(1_000_000));
+}
+
+#[test]
+fn new_fields_default_to_a_clean_wire() {
+    let p = one_profile("delay = \"1ms\"\nloss = \"1%\"\n");
+    assert_eq!(
+        p,
+        Profile {
+            delay_ns: 1_000_000,
+            loss: 1.0,
+            ..Profile::default()
+        }
+    );
+    assert_eq!(p.loss_model, LossSpec::Random);
+    assert_eq!((p.reorder_gap, p.rate_overhead), (None, 0));
+}
+
+#[test]
+fn gilbert_elliott_loss_table_parses() {
+    let full = one_profile(
+        r#"loss = { model = "gilbert-elliott", p = "1%", r = "30%", bad_loss = "90%", good_loss = "0.5%" }"#,
+    );
+    assert_eq!(
+        full.loss_model,
+        LossSpec::GilbertElliott {
+            p: 1.0,
+            r: 30.0,
+            bad_loss: 90.0,
+            good_loss: 0.5
+        }
+    );
+    assert_eq!((full.loss, full.loss_correlation), (0.0, 0.0));
+    // tc's defaults: r = 100 - p, bad_loss = 100, good_loss = 0.
+    let defaults = one_profile(r#"loss = { model = "gilbert-elliott", p = 2 }"#);
+    assert_eq!(
+        defaults.loss_model,
+        LossSpec::GilbertElliott {
+            p: 2.0,
+            r: 98.0,
+            bad_loss: 100.0,
+            good_loss: 0.0
+        }
+    );
+    assert_eq!(defaults.loss_model, LossSpec::gilbert_elliott(2.0));
+    // As a sub-table too.
+    let t = parse_ok(&format!(
+        "{TWO_HOSTS}\n[profile.p.loss]\nmodel = \"gilbert-elliott\"\np = \"5%\"\nr = \"50%\"\n[[link]]\na = \"h1\"\nb = \"h2\"\nprofile = \"p\"\n"
+    ));
+    assert_eq!(
+        t.profiles["p"].loss_model,
+        LossSpec::GilbertElliott {
+            p: 5.0,
+            r: 50.0,
+            bad_loss: 100.0,
+            good_loss: 0.0
+        }
+    );
+}
+
+#[test]
+fn loss_errors_point_inside_the_table() {
+    let err = parse(&format!(
+        "{TWO_HOSTS}\n[profile.p]\nloss = {{ model = \"gilbert-elliott\", p = \"1%\", bad_loss = true }}\n"
+    ))
+    .unwrap_err();
+    assert!(err.message().contains("loss bad_loss"), "{err}");
+    assert_eq!(err.col(), Some(58), "{err}");
+    let err = parse(&format!(
+        "{TWO_HOSTS}\n[profile.p]\nloss = {{ p = \"1%\" }}\n"
+    ))
+    .unwrap_err();
+    assert!(err.message().contains("needs a model"), "{err}");
+    let err = parse(&format!("{TWO_HOSTS}\n[profile.p]\nloss = [1]\n")).unwrap_err();
+    assert!(err.message().contains("expected a percentage"), "{err}");
+}
+
 #[test]
 fn static_addresses_are_kept_and_skipped() {
     let t = parse_ok(
@@ -573,5 +690,34 @@ fn the_documented_example_parses() {
     assert_eq!(m.addr, Ipv4Addr::new(10, 100, 0, 5));
     assert!(m.addr6.is_some());
     assert_eq!(t.links[0].profile_ba.as_deref(), Some("lossy"));
+    let lossy = &t.profiles["lossy"];
+    assert_eq!(
+        (lossy.delay_correlation, lossy.loss_correlation),
+        (25.0, 25.0)
+    );
+    assert_eq!((lossy.reorder_gap, lossy.rate_overhead), (Some(5), 14));
     assert_addressing(&t);
+}
+
+#[test]
+fn the_documented_gilbert_elliott_example_parses() {
+    let doc = std::fs::read_to_string(root().join("docs/topology.md")).unwrap();
+    let block = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").expect("closed example")])
+        .find(|b| b.contains("gilbert-elliott"))
+        .expect("an example with a Gilbert-Elliott loss table");
+    let t = parse_ok(block);
+    let p = &t.profiles["fading"];
+    assert_eq!(
+        p.loss_model,
+        LossSpec::GilbertElliott {
+            p: 1.0,
+            r: 30.0,
+            bad_loss: 100.0,
+            good_loss: 0.0
+        }
+    );
+    assert_eq!((p.reorder_gap, p.rate_overhead), (Some(5), 14));
 }

@@ -16,15 +16,52 @@ pub enum Distribution {
     Paretonormal,
 }
 
+/// How a profile loses frames. See `docs/impairments.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "model", rename_all = "kebab-case")]
+pub enum LossSpec {
+    /// Independent (or, with [`Profile::loss_correlation`], correlated) loss
+    /// with probability [`Profile::loss`]: netem `loss random`.
+    #[default]
+    Random,
+    /// Two-state Gilbert-Elliott chain, netem `loss gemodel p r 1-h 1-k`. All
+    /// percent: `p` good-to-bad, `r` bad-to-good, `bad_loss` the loss
+    /// probability in the bad state (1-h), `good_loss` in the good state
+    /// (1-k). [`Profile::loss`] and [`Profile::loss_correlation`] are 0.
+    GilbertElliott {
+        p: f64,
+        r: f64,
+        bad_loss: f64,
+        good_loss: f64,
+    },
+}
+
+impl LossSpec {
+    /// Gilbert-Elliott with `tc`'s defaults for everything but `p`:
+    /// `r = 100 - p`, `bad_loss = 100`, `good_loss = 0`.
+    pub fn gilbert_elliott(p: f64) -> LossSpec {
+        LossSpec::GilbertElliott {
+            p,
+            r: 100.0 - p,
+            bad_loss: 100.0,
+            good_loss: 0.0,
+        }
+    }
+}
+
 /// Impairments for one direction of a link or port. All zero means a clean wire.
+///
+/// Fields missing from a serialised profile take their defaults, so plans
+/// written before a field existed still read.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Profile {
     /// Mean one-way delay, ns.
     pub delay_ns: u64,
     /// Jitter around the mean, ns (the distribution's spread).
     pub jitter_ns: u64,
     pub distribution: Distribution,
-    /// Loss probability, percent.
+    /// Loss probability, percent (random loss only; 0 with Gilbert-Elliott).
     pub loss: f64,
     /// Rate limit in bits/s; `None` is unlimited.
     pub rate_bps: Option<u64>,
@@ -36,6 +73,27 @@ pub struct Profile {
     pub reorder: f64,
     /// Queue limit in packets; `None` is the backend default (1000).
     pub limit: Option<u32>,
+    /// Correlation of successive delay draws, percent (netem's delay
+    /// correlation; matters only with jitter).
+    pub delay_correlation: f64,
+    /// Correlation of successive random-loss decisions, percent. Random loss
+    /// only.
+    pub loss_correlation: f64,
+    /// The loss model: random (with `loss`) or Gilbert-Elliott.
+    pub loss_model: LossSpec,
+    /// Correlation of successive duplication decisions, percent.
+    pub duplicate_correlation: f64,
+    /// Correlation of successive corruption decisions, percent.
+    pub corrupt_correlation: f64,
+    /// Correlation of successive reorder decisions, percent.
+    pub reorder_correlation: f64,
+    /// netem's reorder `gap`: after a reordered frame the next `gap - 1`
+    /// frames are delayed. `None` is 1 (every frame a candidate), as in `tc`.
+    /// Only with `reorder` above 0.
+    pub reorder_gap: Option<u32>,
+    /// Bytes added to (negative: removed from) each frame's length when the
+    /// rate limit computes its transmission time (netem `rate ... PACKETOVERHEAD`).
+    pub rate_overhead: i32,
 }
 
 impl Distribution {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub(crate) use super::profiles::RawLoss;
+
 /// A string value with its position.
 pub(crate) type Str = Spanned<String>;
 
@@ -45,12 +47,20 @@ pub(crate) struct RawProfile {
     pub delay: Option<Spanned<toml::Value>>,
     pub jitter: Option<Spanned<toml::Value>>,
     pub distribution: Option<Str>,
-    pub loss: Option<Spanned<toml::Value>>,
+    /// A percentage, or an inline table naming a loss model.
+    pub loss: Option<Spanned<RawLoss>>,
     pub rate: Option<Spanned<toml::Value>>,
     pub corrupt: Option<Spanned<toml::Value>>,
     pub duplicate: Option<Spanned<toml::Value>>,
     pub reorder: Option<Spanned<toml::Value>>,
     pub limit: Option<Spanned<i64>>,
+    pub delay_correlation: Option<Spanned<toml::Value>>,
+    pub loss_correlation: Option<Spanned<toml::Value>>,
+    pub duplicate_correlation: Option<Spanned<toml::Value>>,
+    pub corrupt_correlation: Option<Spanned<toml::Value>>,
+    pub reorder_correlation: Option<Spanned<toml::Value>>,
+    pub reorder_gap: Option<Spanned<i64>>,
+    pub rate_overhead: Option<Spanned<i64>>,
 }
 
 /// `[[node]]`.

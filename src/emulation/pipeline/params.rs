@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::emulation::{Distribution, Profile};
+use crate::emulation::{Distribution, LossSpec, Profile};
 
 /// netem's default queue limit in packets (`tc` sets `limit 1000` unless told).
 pub const DEFAULT_LIMIT: u32 = 1000;
@@ -298,26 +298,52 @@ fn percent(field: &'static str, value: f64) -> Result<(), ParamError> {
 }
 
 impl DirectionParams {
-    /// Parameters for one direction from a profile. Fields a profile has not
-    /// (yet) got take netem's defaults: no correlations, random loss, reorder
-    /// gap 1 when reordering (as `tc` does), no rate overheads, limit 1000.
+    /// Parameters for one direction from a profile. Every profile field is
+    /// copied; what a profile cannot say takes netem's defaults: no 4-state
+    /// loss, no rate cells, limit 1000 when unset, and reorder gap 1 when
+    /// reordering without a gap (as `tc` does), 0 without reordering.
     pub fn from_profile(profile: &Profile, seed: u64) -> DirectionParams {
+        let loss = match profile.loss_model {
+            LossSpec::Random => LossModel::Random {
+                percent: profile.loss,
+                correlation: profile.loss_correlation,
+            },
+            LossSpec::GilbertElliott {
+                p,
+                r,
+                bad_loss,
+                good_loss,
+            } => LossModel::GilbertElliott {
+                p,
+                r,
+                one_minus_h: bad_loss,
+                one_minus_k: good_loss,
+            },
+        };
+        let reorder_gap = if profile.reorder > 0.0 {
+            profile.reorder_gap.unwrap_or(1)
+        } else {
+            0
+        };
         DirectionParams {
             delay_ns: profile.delay_ns,
             jitter_ns: profile.jitter_ns,
+            delay_correlation: profile.delay_correlation,
             distribution: profile.distribution,
-            loss: LossModel::Random {
-                percent: profile.loss,
-                correlation: 0.0,
-            },
+            loss,
             duplicate: profile.duplicate,
+            duplicate_correlation: profile.duplicate_correlation,
             corrupt: profile.corrupt,
+            corrupt_correlation: profile.corrupt_correlation,
             reorder: profile.reorder,
-            reorder_gap: u32::from(profile.reorder > 0.0),
-            rate: profile.rate_bps.map(Rate::bps),
+            reorder_correlation: profile.reorder_correlation,
+            reorder_gap,
+            rate: profile.rate_bps.map(|bps| Rate {
+                packet_overhead: profile.rate_overhead,
+                ..Rate::bps(bps)
+            }),
             limit: profile.limit.unwrap_or(DEFAULT_LIMIT),
             seed,
-            ..DirectionParams::default()
         }
     }
 
@@ -473,6 +499,100 @@ mod tests {
             correlation: 10.0,
         };
         assert_eq!(correlated.mean_loss_percent(), None);
+    }
+
+    #[test]
+    fn from_profile_copies_correlations_gap_overhead_and_gilbert_elliott() {
+        let profile = Profile {
+            delay_ns: 20_000_000,
+            jitter_ns: 5_000_000,
+            delay_correlation: 25.0,
+            loss: 10.0,
+            loss_correlation: 30.0,
+            duplicate: 1.0,
+            duplicate_correlation: 11.0,
+            corrupt: 0.5,
+            corrupt_correlation: 12.0,
+            reorder: 5.0,
+            reorder_correlation: 13.0,
+            reorder_gap: Some(5),
+            rate_bps: Some(10_000_000),
+            rate_overhead: -4,
+            ..Profile::default()
+        };
+        let p = DirectionParams::from_profile(&profile, 7);
+        assert_eq!(p.delay_correlation, 25.0);
+        assert_eq!(
+            p.loss,
+            LossModel::Random {
+                percent: 10.0,
+                correlation: 30.0
+            }
+        );
+        assert_eq!(
+            (
+                p.duplicate_correlation,
+                p.corrupt_correlation,
+                p.reorder_correlation
+            ),
+            (11.0, 12.0, 13.0)
+        );
+        assert_eq!(p.reorder_gap, 5);
+        assert_eq!(
+            p.rate,
+            Some(Rate {
+                packet_overhead: -4,
+                ..Rate::bps(10_000_000)
+            })
+        );
+        p.validate().expect("valid");
+
+        let ge = Profile {
+            loss_model: LossSpec::GilbertElliott {
+                p: 1.0,
+                r: 30.0,
+                bad_loss: 90.0,
+                good_loss: 0.5,
+            },
+            ..Profile::default()
+        };
+        let p = DirectionParams::from_profile(&ge, 7);
+        assert_eq!(
+            p.loss,
+            LossModel::GilbertElliott {
+                p: 1.0,
+                r: 30.0,
+                one_minus_h: 90.0,
+                one_minus_k: 0.5
+            }
+        );
+        assert_eq!(
+            DirectionParams::from_profile(
+                &Profile {
+                    loss_model: LossSpec::gilbert_elliott(3.0),
+                    ..Profile::default()
+                },
+                7
+            )
+            .loss,
+            LossModel::gemodel(3.0)
+        );
+        // No reordering: no gap, whatever the profile says.
+        let no_reorder = Profile {
+            reorder_gap: Some(5),
+            ..Profile::default()
+        };
+        assert_eq!(DirectionParams::from_profile(&no_reorder, 7).reorder_gap, 0);
+        // Reordering without a gap: tc's gap 1.
+        let default_gap = Profile {
+            delay_ns: 1,
+            reorder: 1.0,
+            ..Profile::default()
+        };
+        assert_eq!(
+            DirectionParams::from_profile(&default_gap, 7).reorder_gap,
+            1
+        );
     }
 
     #[test]

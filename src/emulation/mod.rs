@@ -4,6 +4,7 @@ mod impairment;
 pub mod kernel;
 pub mod netem;
 pub mod pipeline;
+pub mod relay;
 pub mod tbf;
 
 pub use impairment::*;

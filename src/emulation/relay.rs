@@ -1,0 +1,606 @@
+//! The userspace engine's I/O core: AF_PACKET sockets and the relay loop that
+//! moves frames between two interfaces through one [`Pipeline`] per direction.
+//!
+//! A [`Relay`] owns its sockets ("ports") and its directions ("lanes"); each
+//! lane reads one port, runs its pipeline and writes another port. One
+//! [`Relay::run`] call serves every lane on the calling thread, so a thread
+//! can serve several links by adding more port pairs to the same vectors.
+//!
+//! # Timing
+//!
+//! The loop polls every port with `poll(2)` (millisecond resolution), with a
+//! timeout equal to the time until the earliest release, rounded *down* to
+//! whole milliseconds, so it never wakes late because of the rounding. When
+//! the next release is less than 1 ms away it drains the sockets without
+//! blocking, then sleeps (`nanosleep`, with the thread's timer slack set to
+//! 1 ns) until the exact release time. Trade-off: during that sub-millisecond
+//! sleep the sockets are not watched, so a frame arriving then is stamped up
+//! to 1 ms late (it gets at most that much extra delay, and only while some
+//! frame is due within the next millisecond). The alternatives are a busy
+//! spin (one CPU at 100 % under any delayed traffic) or `ppoll(2)`, which
+//! takes a nanosecond timeout and would remove both the rounding and the
+//! blind window.
+//!
+//! # Offloads (observed on Linux 6.18, veth)
+//!
+//! Frames read from a veth end may carry a partial checksum
+//! (`CHECKSUM_PARTIAL`) and, with TSO/GSO on the sending veth, may be larger
+//! than the MTU. Forwarding such frames unchanged through AF_PACKET loses the
+//! offload metadata. Observed: ICMP (checksummed in software) passes, but
+//! every UDP datagram is lost at the receiver although the relay sends it
+//! without error (bad checksums, inferred: turning checksum offload off on
+//! the sender cures it; `UdpInCsumErrors` was not read). The fix used
+//! is [`disable_tx_offload`] on the veth ends that send into the relay (the
+//! nodes' ends), which also turns TSO off. (The other way would be
+//! `PACKET_VNET_HDR`: read the checksum/GSO metadata with each frame and
+//! complete checksums and segment in userspace.)
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::net::if_::if_nametoindex;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike, bind, recv, send,
+    setsockopt, socket, sockopt,
+};
+use serde::Serialize;
+
+use super::pipeline::{Counters, Direction, DirectionParams, ParamError, Pipeline};
+use crate::netlink::netns;
+
+/// Size of the receive buffer for one frame. Larger than any frame a 64 KiB
+/// GSO packet can become; longer frames are reported truncated and dropped.
+pub const FRAME_BUF: usize = 65_536 + 4_096;
+
+/// Socket receive buffer asked for (forced past `rmem_max` with
+/// `CAP_NET_ADMIN`).
+pub const RCVBUF_BYTES: usize = 8 << 20;
+
+/// Socket send buffer asked for.
+pub const SNDBUF_BYTES: usize = 4 << 20;
+
+/// Longest the loop blocks when nothing is due, so that `stop` and parameter
+/// changes are seen promptly.
+pub const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// Most frames read from one socket before the loop releases due frames
+/// again, so that a flood on one port does not delay releases.
+const BATCH: usize = 256;
+
+/// A bound, non-blocking AF_PACKET `SOCK_RAW` socket on one interface.
+///
+/// Invariants: created inside its namespace (so it stays there), bound to one
+/// ifindex with `ETH_P_ALL` (created with protocol 0 so that no frame of
+/// another interface is queued before the bind), `PACKET_IGNORE_OUTGOING`
+/// set (it never reads frames sent on its interface, its own included).
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl PacketSocket {
+    /// Opens a socket on interface `ifname` inside the named namespace.
+    pub fn open(netns_name: &str, ifname: &str) -> io::Result<PacketSocket> {
+        let ifname = ifname.to_owned();
+        netns::run_in(netns_name, move || PacketSocket::open_here(&ifname))
+    }
+
+    /// Opens a socket on interface `ifname` of the calling thread's namespace.
+    pub fn open_here(ifname: &str) -> io::Result<PacketSocket> {
+        let ifindex = if_nametoindex(ifname)?;
+        PacketSocket::open_ifindex(ifindex)
+    }
+
+    /// Opens a socket on interface `ifindex` of the calling thread's namespace.
+    pub fn open_ifindex(ifindex: u32) -> io::Result<PacketSocket> {
+        let index = libc::c_int::try_from(ifindex)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        if setsockopt(&fd, sockopt::RcvBufForce, &RCVBUF_BYTES).is_err() {
+            setsockopt(&fd, sockopt::RcvBuf, &RCVBUF_BYTES)?;
+        }
+        if setsockopt(&fd, sockopt::SndBufForce, &SNDBUF_BYTES).is_err() {
+            setsockopt(&fd, sockopt::SndBuf, &SNDBUF_BYTES)?;
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: `fd` is a live socket we own; the option value points to a
+        // `c_int` that lives for the whole call and the length is its size.
+        // nix has no PACKET_IGNORE_OUTGOING option.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_IGNORE_OUTGOING,
+                (&raw const one).cast::<libc::c_void>(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        Errno::result(rc)?;
+
+        // SAFETY: `sockaddr_ll` is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = index;
+        let len = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: the pointer refers to a fully initialised `sockaddr_ll` that
+        // lives for the whole call and `len` is exactly its size; `from_raw`
+        // copies it.
+        let addr =
+            unsafe { LinkAddr::from_raw((&raw const sll).cast::<libc::sockaddr>(), Some(len)) }
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad sockaddr_ll"))?;
+        bind(fd.as_raw_fd(), &addr)?;
+        Ok(PacketSocket { fd, ifindex })
+    }
+
+    /// The interface this socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Reads one frame into `buf` without blocking. `Ok(None)`: nothing
+    /// queued. `Ok(Some(len))`: the frame's full length; if it is greater
+    /// than `buf.len()` the frame was truncated to `buf.len()` bytes.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match recv(
+                self.fd.as_raw_fd(),
+                buf,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(n) => return Ok(Some(n)),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends one whole frame (Ethernet header onwards) out of the interface,
+    /// without blocking. A full socket buffer is `WouldBlock`.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        loop {
+            match send(self.fd.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl AsFd for PacketSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// `ETHTOOL_STXCSUM` (linux/ethtool.h): set transmit checksum offload.
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// Turns transmit checksum offload off on interface `ifname` of the calling
+/// thread's namespace (`ethtool -K IFNAME tx off`); the kernel then also
+/// turns TSO off, as TSO needs checksum offload.
+///
+/// Call it on the veth end that *sends into* a relay (a node's side of the
+/// link), never on the relay's own ends. With offload on, frames a relay
+/// reads carry only a partial checksum (`CHECKSUM_PARTIAL`: the pseudo-header
+/// sum) and TCP frames may be 64 KiB TSO super-frames; AF_PACKET drops that
+/// metadata, so forwarded UDP/TCP would fail the receiver's checksum check
+/// and oversized frames would be refused by `send`. With offload off, the
+/// sender computes full checksums and segments to the MTU in software.
+pub fn disable_tx_offload(ifname: &str) -> io::Result<()> {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    let mut value = [ETHTOOL_STXCSUM, 0u32];
+    // SAFETY: `ifreq` is plain old data (a name array and a union of plain
+    // values and pointers); all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = value.as_mut_ptr().cast::<libc::c_char>();
+    // SAFETY: `fd` is a live socket we own; `req` is a valid `ifreq` with a
+    // NUL-terminated name, and `ifru_data` points to `value`, a live
+    // `struct ethtool_value { u32 cmd; u32 data; }` that outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL as _, &raw mut req) };
+    Errno::result(rc)?;
+    Ok(())
+}
+
+/// [`disable_tx_offload`] on `ifname` inside the named namespace.
+pub fn disable_tx_offload_in(netns_name: &str, ifname: &str) -> io::Result<()> {
+    let ifname = ifname.to_owned();
+    netns::run_in(netns_name, move || disable_tx_offload(&ifname))
+}
+
+/// Why a relay could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("invalid parameters for {direction:?}: {source}")]
+    Params {
+        direction: Direction,
+        source: ParamError,
+    },
+}
+
+/// I/O counts of one direction, besides the pipeline's own [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IoCounters {
+    /// Frames read from the ingress socket and pushed into the pipeline.
+    pub rx_frames: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames dropped because they did not fit the receive buffer.
+    pub rx_truncated: u64,
+    /// Receive errors other than "nothing queued".
+    pub rx_errors: u64,
+    /// Frames written to the egress socket.
+    pub tx_frames: u64,
+    /// Frames the egress socket refused (full buffer, too long, link down).
+    pub tx_errors: u64,
+    /// The last send error, as an errno value (0: none).
+    pub last_tx_errno: i32,
+}
+
+/// A snapshot of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LaneStats {
+    pub pipeline: Counters,
+    pub io: IoCounters,
+}
+
+/// What a direction shares with its [`RelayHandle`].
+#[derive(Debug, Default)]
+struct LaneShared {
+    /// Parameters waiting to be applied by the loop.
+    pending: Mutex<Option<DirectionParams>>,
+    /// Set with `pending`, so the loop takes the lock only when needed.
+    dirty: AtomicBool,
+    stats: Mutex<LaneStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Changes parameters and reads counters of a running [`Relay`], from any
+/// thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    ab: Arc<LaneShared>,
+    ba: Arc<LaneShared>,
+}
+
+impl RelayHandle {
+    fn lane(&self, direction: Direction) -> &LaneShared {
+        match direction {
+            Direction::AToB => &self.ab,
+            Direction::BToA => &self.ba,
+        }
+    }
+
+    /// Changes one direction's impairment; the loop applies it on its next
+    /// iteration (within [`IDLE_POLL`]) to frames arriving from then on. Held
+    /// frames keep their release times. Invalid parameters are refused here.
+    pub fn set_params(
+        &self,
+        direction: Direction,
+        params: DirectionParams,
+    ) -> Result<(), ParamError> {
+        params.validate()?;
+        let lane = self.lane(direction);
+        *lock(&lane.pending) = Some(params);
+        lane.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The latest counters of one direction (published by the loop after each
+    /// iteration that did something).
+    pub fn stats(&self, direction: Direction) -> LaneStats {
+        *lock(&self.lane(direction).stats)
+    }
+}
+
+/// One direction: frames read from `ports[from]` go through `pipeline` and
+/// out of `ports[to]`.
+struct Lane {
+    from: usize,
+    to: usize,
+    pipeline: Pipeline,
+    io: IoCounters,
+    shared: Arc<LaneShared>,
+    /// Buffers popped from the pipeline, waiting to be sent and recycled.
+    due: Vec<Vec<u8>>,
+    /// Something changed since the stats were last published.
+    changed: bool,
+}
+
+impl Lane {
+    fn new(from: usize, to: usize, pipeline: Pipeline) -> Lane {
+        Lane {
+            from,
+            to,
+            pipeline,
+            io: IoCounters::default(),
+            shared: Arc::new(LaneShared::default()),
+            due: Vec::new(),
+            changed: true,
+        }
+    }
+
+    fn apply_pending(&mut self) {
+        if self.shared.dirty.swap(false, Ordering::Acquire)
+            && let Some(params) = lock(&self.shared.pending).take()
+        {
+            // Validated by the handle; a failure leaves the old parameters.
+            if let Err(e) = self.pipeline.set_params(params) {
+                tracing::warn!("relay: parameter change refused: {e}");
+            }
+            self.changed = true;
+        }
+    }
+
+    /// Sends every frame due at `now` out of `port` and recycles its buffer.
+    fn release(&mut self, now: u64, port: &PacketSocket) {
+        self.due
+            .extend(self.pipeline.pop_due(now).map(|r| r.frame.data));
+        if self.due.is_empty() {
+            return;
+        }
+        self.changed = true;
+        for buf in self.due.drain(..) {
+            match port.send(&buf) {
+                Ok(()) => self.io.tx_frames += 1,
+                Err(e) => {
+                    self.io.tx_errors += 1;
+                    self.io.last_tx_errno = e.raw_os_error().unwrap_or(-1);
+                }
+            }
+            self.pipeline.recycle(buf);
+        }
+    }
+
+    fn publish(&mut self) {
+        if self.changed {
+            self.changed = false;
+            *lock(&self.shared.stats) = LaneStats {
+                pipeline: self.pipeline.counters(),
+                io: self.io,
+            };
+        }
+    }
+}
+
+/// Moves frames between interfaces A and B, one [`Pipeline`] per direction,
+/// on the thread that calls [`Relay::run`].
+pub struct Relay {
+    ports: Vec<PacketSocket>,
+    lanes: Vec<Lane>,
+    /// `lanes_by_port[p]`: the lane that reads port `p`.
+    lanes_by_port: Vec<usize>,
+    start: Instant,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("ports", &self.ports)
+            .field("lanes", &self.lanes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay between `a` and `b`: frames read on `a` go through a pipeline
+    /// built from `ab` and leave on `b`, and the other way round with `ba`.
+    pub fn new(
+        a: PacketSocket,
+        b: PacketSocket,
+        ab: DirectionParams,
+        ba: DirectionParams,
+    ) -> Result<Relay, RelayError> {
+        let build = |direction, params| {
+            Pipeline::new(params).map_err(|source| RelayError::Params { direction, source })
+        };
+        let ab = build(Direction::AToB, ab)?;
+        let ba = build(Direction::BToA, ba)?;
+        Ok(Relay {
+            ports: vec![a, b],
+            lanes: vec![Lane::new(0, 1, ab), Lane::new(1, 0, ba)],
+            lanes_by_port: vec![0, 1],
+            start: Instant::now(),
+            buf: vec![0; FRAME_BUF],
+        })
+    }
+
+    /// A handle to change parameters and read counters while [`Relay::run`]
+    /// runs on another thread.
+    pub fn handle(&self) -> RelayHandle {
+        RelayHandle {
+            ab: Arc::clone(&self.lanes[0].shared),
+            ba: Arc::clone(&self.lanes[1].shared),
+        }
+    }
+
+    /// Nanoseconds since the relay was built, on the monotonic clock.
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Relays until `stop` is set (seen within [`IDLE_POLL`]). Frames still
+    /// held when it returns stay in the pipelines; calling `run` again resumes.
+    /// Returns an error only if polling itself fails.
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        // Sub-millisecond sleeps: the default 50 µs timer slack would make
+        // every short sleep late by that much. Best effort.
+        let _ = nix::sys::prctl::set_timerslack(1);
+        let mut readable = vec![false; self.ports.len()];
+        while !stop.load(Ordering::Relaxed) {
+            for lane in &mut self.lanes {
+                lane.apply_pending();
+            }
+            let now = self.now_ns();
+            self.release_all(now);
+            for lane in &mut self.lanes {
+                lane.publish();
+            }
+
+            let next = self
+                .lanes
+                .iter()
+                .filter_map(|l| l.pipeline.next_release())
+                .min();
+            let wait = match next {
+                None => IDLE_POLL,
+                Some(at) => Duration::from_nanos(at.saturating_sub(self.now_ns())).min(IDLE_POLL),
+            };
+            if wait < Duration::from_millis(1) {
+                // Due within a millisecond: drain what is queued, then sleep
+                // to the exact release time (see the module docs).
+                readable.fill(true);
+                self.drain(&readable);
+                if let Some(at) = next {
+                    let left = at.saturating_sub(self.now_ns());
+                    if left > 0 {
+                        std::thread::sleep(Duration::from_nanos(left));
+                    }
+                }
+                continue;
+            }
+            // Whole milliseconds, rounded down: wake early, never late.
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+            self.poll(PollTimeout::from(ms), &mut readable)?;
+            self.drain(&readable);
+        }
+        for lane in &mut self.lanes {
+            lane.changed = true;
+            lane.publish();
+        }
+        Ok(())
+    }
+
+    /// Waits until a port is readable or `timeout` passes; marks readable
+    /// ports.
+    fn poll(&self, timeout: PollTimeout, readable: &mut [bool]) -> io::Result<()> {
+        let mut fds: Vec<PollFd<'_>> = self
+            .ports
+            .iter()
+            .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        for (r, fd) in readable.iter_mut().zip(&fds) {
+            *r = fd.any().unwrap_or(false);
+        }
+        Ok(())
+    }
+
+    /// Sends everything due at `now` on every lane.
+    fn release_all(&mut self, now: u64) {
+        for lane in &mut self.lanes {
+            lane.release(now, &self.ports[lane.to]);
+        }
+    }
+
+    /// Reads every frame queued on the readable ports (in batches, releasing
+    /// due frames between batches) into their lanes' pipelines.
+    fn drain(&mut self, readable: &[bool]) {
+        for (port, _) in readable.iter().enumerate().filter(|(_, r)| **r) {
+            let lane_index = self.lanes_by_port[port];
+            loop {
+                let mut got = 0;
+                while got < BATCH {
+                    let lane = &mut self.lanes[lane_index];
+                    match self.ports[lane.from].recv(&mut self.buf) {
+                        Ok(None) => break,
+                        Ok(Some(len)) if len > self.buf.len() => {
+                            lane.io.rx_truncated += 1;
+                        }
+                        Ok(Some(len)) => {
+                            let now =
+                                u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                            let mut data = lane.pipeline.take_buffer();
+                            data.extend_from_slice(&self.buf[..len]);
+                            lane.pipeline.push(now, data);
+                            lane.io.rx_frames += 1;
+                            lane.io.rx_bytes += len as u64;
+                        }
+                        Err(_) => {
+                            lane.io.rx_errors += 1;
+                            break;
+                        }
+                    }
+                    lane.changed = true;
+                    got += 1;
+                }
+                // Zero-delay frames leave at once; delayed ones wait.
+                let now = self.now_ns();
+                self.release_all(now);
+                if got < BATCH {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_interface_names_are_refused() {
+        for name in ["", "a-name-longer-than-ifnamsiz", "nul\0"] {
+            let e = disable_tx_offload(name).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name:?}");
+        }
+        assert!(PacketSocket::open_here("no-such-if-tbrl").is_err());
+    }
+
+    #[test]
+    fn invalid_params_are_refused_by_the_handle() {
+        let shared = || Arc::new(LaneShared::default());
+        let handle = RelayHandle {
+            ab: shared(),
+            ba: shared(),
+        };
+        let bad = DirectionParams {
+            corrupt: -1.0,
+            ..DirectionParams::default()
+        };
+        assert!(handle.set_params(Direction::AToB, bad).is_err());
+        assert!(!handle.ab.dirty.load(Ordering::Relaxed));
+        handle
+            .set_params(Direction::BToA, DirectionParams::default())
+            .unwrap();
+        assert!(handle.ba.dirty.load(Ordering::Relaxed));
+        assert_eq!(handle.stats(Direction::AToB), LaneStats::default());
+    }
+}

@@ -506,3 +506,41 @@ profile = "4g"
     let how = status["impairments"].as_str().unwrap();
     assert!(how.starts_with("not applied"), "{how}");
 }
+
+#[test]
+fn link_down_cuts_and_link_up_restores_with_routes() {
+    if !root_or_skip("link_down_cuts_and_link_up_restores_with_routes") {
+        return;
+    }
+    let topo = copy_topology("topologies/city.toml", "l");
+    let lab = LabGuard::up(&topo);
+    let reaches = |from: &str, to: &str| {
+        run(&["exec", &lab.lab, from, "--", "ping", "-c1", "-W1", "-q", to])
+            .status
+            .success()
+    };
+    assert!(reaches("v001", "director"));
+    ok(&["link", "down", &lab.lab, "v001", "r1"]);
+    assert!(
+        !reaches("v001", "director"),
+        "v001 still reaches the backhaul with its link down"
+    );
+    // On a segment only v001's port is cut: its neighbours are unaffected.
+    assert!(reaches("v002", "director"));
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&["link", "show", &lab.lab, "v001", "r1", "--json"])).unwrap();
+    assert_eq!(show[0]["up"], false, "{show}");
+    ok(&["link", "up", &lab.lab, "v001", "r1"]);
+    // Routes through the interface come back with it (the kernel drops them on down).
+    let mut back = false;
+    for _ in 0..20 {
+        if reaches("v001", "director") {
+            back = true;
+            break;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    assert!(back, "v001 does not reach the director after link up");
+    let err = run(&["link", "down", &lab.lab, "v001", "director"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("no link between"));
+}

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::Command;
+use super::{Command, DirArg, LinkCommand};
 use testbed::capture::{self, Limits, Target};
 use testbed::lab::{self, UpOutcome, state};
 use testbed::plan::{self, Plan};
@@ -36,6 +36,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             count,
             duration,
         } => capture_cmd(&lab, &targets, &write, Limits { count, duration }),
+        Command::Link(cmd) => link(cmd),
         Command::Down { lab } => down(&lab),
         Command::Clean { lab, all } => clean(lab.as_deref(), all),
     }
@@ -309,6 +310,106 @@ fn capture_cmd(lab: &str, specs: &[String], write: &Path, limits: Limits) -> Res
         targets.len(),
         stats.dropped_by_kernel
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn link(cmd: LinkCommand) -> Result<ExitCode> {
+    use testbed::emulation::{parse_duration, parse_percent, parse_rate};
+    use testbed::lab::links::{self, Change, Dir};
+    match cmd {
+        LinkCommand::Show { lab, nodes, json } => {
+            let between = (nodes.len() == 2).then(|| (nodes[0].as_str(), nodes[1].as_str()));
+            let rows = links::show(&lab, between)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("lab {lab}: no impaired links");
+            } else {
+                println!(
+                    "FROM             IFACE  NETWORK          STATE DELAY    JITTER   LOSS%  DUP%   CORR%  REORD% RATE         LIMIT  SENT       DROPPED  QLEN"
+                );
+                let pct = |p: Option<f64>| p.map_or("-".to_string(), |v| format!("{v:.2}"));
+                for r in rows {
+                    println!(
+                        "{:<16} {:<6} {:<16} {:<5} {:<8} {:<8} {:<6} {:<6} {:<6} {:<6} {:<12} {:<6} {:<10} {:<8} {}",
+                        r.from,
+                        r.iface,
+                        r.network,
+                        if r.up { "up" } else { "down" },
+                        r.delay.as_deref().unwrap_or("-"),
+                        r.jitter.as_deref().unwrap_or("-"),
+                        pct(r.loss_percent),
+                        pct(r.duplicate_percent),
+                        pct(r.corrupt_percent),
+                        pct(r.reorder_percent),
+                        r.rate.as_deref().unwrap_or("-"),
+                        r.limit.map_or("-".to_string(), |l| l.to_string()),
+                        r.sent_packets,
+                        r.dropped,
+                        r.queue_len
+                    );
+                }
+            }
+        }
+        LinkCommand::Set {
+            lab,
+            a,
+            b,
+            dir,
+            delay,
+            jitter,
+            loss,
+            duplicate,
+            corrupt,
+            reorder,
+            rate,
+            limit,
+        } => {
+            let unit = |what: &str, v: &str, e: testbed::emulation::UnitError| {
+                anyhow::anyhow!("--{what} {v}: {}", e.message())
+            };
+            let dur = |what: &str, v: Option<String>| {
+                v.map(|v| parse_duration(&v).map_err(|e| unit(what, &v, e)))
+                    .transpose()
+            };
+            let pct = |what: &str, v: Option<String>| {
+                v.map(|v| parse_percent(&v).map_err(|e| unit(what, &v, e)))
+                    .transpose()
+            };
+            let change = Change {
+                delay_ns: dur("delay", delay)?,
+                jitter_ns: dur("jitter", jitter)?,
+                loss: pct("loss", loss)?,
+                duplicate: pct("duplicate", duplicate)?,
+                corrupt: pct("corrupt", corrupt)?,
+                reorder: pct("reorder", reorder)?,
+                rate_bps: rate
+                    .map(|v| parse_rate(&v).map_err(|e| unit("rate", &v, e)))
+                    .transpose()?,
+                limit,
+            };
+            if change == Change::default() {
+                bail!(
+                    "nothing to change: give at least one of --delay --jitter --loss --duplicate --corrupt --reorder --rate --limit"
+                );
+            }
+            let dir = match dir {
+                DirArg::AToB => Dir::AToB,
+                DirArg::BToA => Dir::BToA,
+                DirArg::Both => Dir::Both,
+            };
+            links::set(&lab, &a, &b, dir, &change)?;
+            println!("link {a} -- {b} of lab {lab} changed");
+        }
+        LinkCommand::Down { lab, a, b } => {
+            links::set_carrier(&lab, &a, &b, false)?;
+            println!("link {a} -- {b} of lab {lab} is down");
+        }
+        LinkCommand::Up { lab, a, b } => {
+            links::set_carrier(&lab, &a, &b, true)?;
+            println!("link {a} -- {b} of lab {lab} is up");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

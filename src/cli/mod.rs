@@ -78,6 +78,9 @@ pub enum Command {
         #[arg(short = 'd', long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
     },
+    /// Show, change, cut or restore the link between two nodes of a running lab.
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// Tear a lab down: processes, namespaces, interfaces, state.
     #[command(after_help = "Example:\n  sudo testbed down city")]
     Down { lab: String },
@@ -90,6 +93,66 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum LinkCommand {
+    /// Impairments in force (read back from the kernel) and counters.
+    #[command(
+        after_help = "Examples:\n  testbed link show city\n  sudo testbed link show city v001 rsu1 --json"
+    )]
+    Show {
+        lab: String,
+        /// Only the link between these two nodes.
+        #[arg(num_args = 2, value_names = ["A", "B"])]
+        nodes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change impairments in place; unspecified values stay as they are.
+    #[command(
+        after_help = "Example:\n  sudo testbed link set city v001 rsu1 --delay 80ms --loss 5%"
+    )]
+    Set {
+        lab: String,
+        a: String,
+        b: String,
+        /// Which direction: frames a sends, frames b sends, or both.
+        #[arg(long, value_enum, default_value = "both")]
+        dir: DirArg,
+        #[arg(long)]
+        delay: Option<String>,
+        #[arg(long)]
+        jitter: Option<String>,
+        #[arg(long)]
+        loss: Option<String>,
+        #[arg(long)]
+        duplicate: Option<String>,
+        #[arg(long)]
+        corrupt: Option<String>,
+        #[arg(long)]
+        reorder: Option<String>,
+        #[arg(long)]
+        rate: Option<String>,
+        /// Queue limit in packets.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Cut the link (carrier down on both ends), not 100 % loss.
+    #[command(after_help = "Example:\n  sudo testbed link down city v001 rsu1")]
+    Down { lab: String, a: String, b: String },
+    /// Restore a link cut with `link down`.
+    #[command(after_help = "Example:\n  sudo testbed link up city v001 rsu1")]
+    Up { lab: String, a: String, b: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DirArg {
+    #[value(name = "a-to-b")]
+    AToB,
+    #[value(name = "b-to-a")]
+    BToA,
+    Both,
 }
 
 pub fn main() -> ExitCode {

@@ -87,8 +87,14 @@ fn root_handles() -> (TcHandle, TcHandle) {
 
 /// Install netem as the root qdisc of `ifindex` (send with create + exclusive).
 pub fn root_netem(ifindex: u32, params: &DirectionParams) -> RouteNetlinkMessage {
+    root_netem_options(ifindex, &netem_options(params))
+}
+
+/// The root netem of `ifindex` with these options: sent with create it
+/// installs one, without it changes the one in place (queued packets stay).
+pub fn root_netem_options(ifindex: u32, options: &NetemOptions) -> RouteNetlinkMessage {
     let (handle, parent) = root_handles();
-    netem::qdisc_message(ifindex, handle, parent, &netem_options(params))
+    netem::qdisc_message(ifindex, handle, parent, options)
 }
 
 /// Remove the root qdisc of `ifindex` (back to the kernel's default).

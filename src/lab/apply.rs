@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tracing::{debug, info};
 
 use super::journal::{Entry, Journal};
+use super::state::Impairments;
 use super::{LabError, state, teardown};
 use crate::emulation::kernel;
 use crate::emulation::pipeline::{Direction, DirectionParams, direction_seed};
@@ -158,8 +159,8 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
     }
     infra.flush()?;
     let applied = choose_backend(plan, &mut infra)?;
-    let kernel = applied == Applied::Kernel;
-    state::write_atomic(&state::backend_path(lab), applied.describe().as_bytes())?;
+    let kernel = applied == Impairments::Kernel;
+    state::write_atomic(&state::backend_path(lab), applied.token().as_bytes())?;
 
     // Every node, end to end, on a pool of workers.
     let mut linked = make_nodes(plan, &tag, kernel, &mut infra, progress)?;
@@ -360,48 +361,25 @@ fn wire_nodes(
     Ok(linked)
 }
 
-/// How a lab's impairments are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Applied {
-    /// No segment or link names a profile.
-    Nothing,
-    /// netem qdiscs on each impaired interface's egress.
-    Kernel,
-    /// Recorded only: no netem in this kernel and no userspace engine yet.
-    Recorded,
-}
-
-impl Applied {
-    fn describe(self) -> &'static str {
-        match self {
-            Applied::Nothing => "none (no profiles in use)",
-            Applied::Kernel => "kernel (netem)",
-            Applied::Recorded => {
-                "not applied (no sch_netem in this kernel, and the userspace engine is not built yet)"
-            }
-        }
-    }
-}
-
 /// Resolve the lab's backend. `auto` uses netem when the kernel has it (an
 /// ENOENT for kind `netem` is the signal) and says so; `kernel` insists.
-fn choose_backend(plan: &Plan, infra: &mut Netlink) -> Result<Applied, LabError> {
+fn choose_backend(plan: &Plan, infra: &mut Netlink) -> Result<Impairments, LabError> {
     let impaired = plan
         .nodes
         .iter()
         .flat_map(|n| &n.ifaces)
         .any(|i| i.profile_out.is_some());
     if !impaired {
-        return Ok(Applied::Nothing);
+        return Ok(Impairments::Nothing);
     }
     let has_netem = match plan.backend {
         Backend::Userspace => false,
         Backend::Auto | Backend::Kernel => probe_netem(infra)?,
     };
     match (plan.backend, has_netem) {
-        (_, true) => Ok(Applied::Kernel),
+        (_, true) => Ok(Impairments::Kernel),
         (Backend::Kernel, false) => Err(LabError::NoNetem),
-        _ => Ok(Applied::Recorded),
+        _ => Ok(Impairments::Recorded),
     }
 }
 

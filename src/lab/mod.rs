@@ -4,6 +4,7 @@
 mod apply;
 mod enter;
 pub mod journal;
+pub mod links;
 pub mod state;
 mod status;
 mod teardown;
@@ -35,6 +36,14 @@ pub enum LabError {
         "backend = \"kernel\" but this kernel has no sch_netem (netem); use backend = \"auto\", or a kernel with netem (see scripts/vm-test)"
     )]
     NoNetem,
+    #[error(
+        "lab {lab} has no link between {a} and {b} (no point-to-point link, no shared segment)"
+    )]
+    NotLinked { lab: String, a: String, b: String },
+    #[error(
+        "impairments of lab {0} are not applied on this kernel (no sch_netem; the userspace engine is not built yet), so they cannot be changed"
+    )]
+    NotApplied(String),
     #[error("no lab named {0} (see `testbed status`)")]
     NoSuchLab(String),
     #[error("lab {lab} has no node {node}; nodes: {known}")]

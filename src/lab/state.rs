@@ -29,9 +29,51 @@ pub fn hosts_path(lab: &str) -> PathBuf {
     lab_dir(lab).join("hosts")
 }
 
-/// How the lab's impairments were applied (one line, for `status`).
+/// How the lab's impairments were applied: one [`Impairments`] token.
 pub fn backend_path(lab: &str) -> PathBuf {
     lab_dir(lab).join("backend")
+}
+
+/// How a lab's impairments are applied, as `up` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impairments {
+    /// No segment or link names a profile.
+    Nothing,
+    /// netem qdiscs on each impaired interface's egress.
+    Kernel,
+    /// Recorded only: no netem in this kernel and no userspace engine yet.
+    Recorded,
+}
+
+impl Impairments {
+    pub fn token(self) -> &'static str {
+        match self {
+            Impairments::Nothing => "none",
+            Impairments::Kernel => "kernel",
+            Impairments::Recorded => "recorded",
+        }
+    }
+
+    /// What a user reads in `up` and `status`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Impairments::Nothing => "none (no profiles in use)",
+            Impairments::Kernel => "kernel (netem)",
+            Impairments::Recorded => {
+                "not applied (no sch_netem in this kernel, and the userspace engine is not built yet)"
+            }
+        }
+    }
+
+    /// What `up` recorded for a lab, if it got that far.
+    pub fn of(lab: &str) -> Option<Impairments> {
+        match fs::read_to_string(backend_path(lab)).ok()?.trim() {
+            "none" => Some(Impairments::Nothing),
+            "kernel" => Some(Impairments::Kernel),
+            "recorded" => Some(Impairments::Recorded),
+            _ => None,
+        }
+    }
 }
 
 pub fn journal_path(lab: &str) -> PathBuf {

@@ -131,9 +131,9 @@ fn from_plan(plan: &Plan) -> Status {
         lab: plan.lab.clone(),
         state: if all_present { "up" } else { "degraded" },
         backend: plan.backend,
-        impairments: std::fs::read_to_string(state::backend_path(&plan.lab))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".to_string()),
+        impairments: state::Impairments::of(&plan.lab)
+            .map_or("unknown", |i| i.describe())
+            .to_string(),
         infra_netns: plan.infra.netns.clone(),
         nodes,
         segments,

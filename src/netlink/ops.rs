@@ -19,6 +19,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 /// Flags for requests that create an object and must not adopt an existing one.
 pub const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
+/// Flags for requests that create or overwrite (`ip route replace`).
+pub const REPLACE: u16 = NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE;
 
 /// One end of a link being created.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +112,17 @@ pub fn set_up(index: u32, alias: Option<&str>) -> RouteNetlinkMessage {
     if let Some(alias) = alias {
         msg.attributes
             .push(LinkAttribute::IfAlias(alias.to_string()));
+    }
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// Set a link administratively up or down.
+pub fn set_admin(index: u32, up: bool) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.change_mask = LinkFlags::Up;
+    if up {
+        msg.header.flags = LinkFlags::Up;
     }
     RouteNetlinkMessage::SetLink(msg)
 }

@@ -86,6 +86,27 @@ min=$(echo "$out" | awk -F'[/ ]' '/^rtt/ {print $7}')
 [[ -n "$min" ]] || fail "no RTT summary"
 awk -v m="$min" 'BEGIN { exit !(m >= 40.0) }' || fail "min RTT $min ms < 40 ms configured"
 
+# Runtime change in place: 20 ms -> 50 ms on a's side; link show reads it back.
+"$TB" link set vmk a b --dir a-to-b --delay 50ms --loss 0%
+q=$(qd a eth0)
+[[ "$q" == *"delay 50ms"* && "$q" == *"rate 10Mbit"* ]] || fail "link set not applied (or rate lost): $q"
+"$TB" link show vmk a b | tee "$work/show"
+grep -q "^a .* 50ms" "$work/show" || fail "link show does not report 50ms for a"
+out=$("$TB" exec vmk a -- ping -c 6 -i 0.2 "$b_addr")
+min=$(echo "$out" | awk -F'[/ ]' '/^rtt/ {print $7}')
+awk -v m="$min" 'BEGIN { exit !(m >= 70.0) }' || fail "after link set, min RTT $min ms < 70 ms"
+echo "after link set: min RTT $min ms"
+
+# Cut and restore.
+"$TB" link down vmk a b
+if "$TB" exec vmk a -- ping -c 2 -W 1 "$b_addr" >/dev/null 2>&1; then fail "ping works with the link down"; fi
+"$TB" link up vmk a b
+ok=0
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    if "$TB" exec vmk a -- ping -c 1 -W 1 "$b_addr" >/dev/null 2>&1; then ok=1; break; fi
+done
+[[ "$ok" == 1 ]] || fail "link up did not restore traffic"
+
 "$TB" down vmk
 left=$(ip netns list | grep -c '^tb-vmk' || true)
 [[ "$left" == 0 ]] || fail "$left namespaces left"

@@ -493,16 +493,11 @@ fn fixed<const N: usize, T>(
     value: &[u8],
     read: impl FnOnce(&mut wire::Reader) -> Option<T>,
 ) -> Result<T, NetemDecodeError> {
-    let wrong = NetemDecodeError::WrongLength {
+    wire::fixed::<N, T>(value, read).map_err(|actual| NetemDecodeError::WrongLength {
         attr: name,
         expected: N,
-        actual: value.len(),
-    };
-    if value.len() != N {
-        return Err(wrong);
-    }
-    // `read` consumes exactly N bytes, so it cannot run short.
-    read(&mut wire::Reader::new(value)).ok_or(wrong)
+        actual,
+    })
 }
 
 /// Decodes the `TCA_NETEM_LOSS` nest. Like `get_loss_clg`, the last model in
@@ -911,6 +906,19 @@ pub(crate) mod wire {
     }
 
     /// Reads host-order integers off the front of a slice.
+    /// Reads a value that must be exactly `N` bytes long with `read`;
+    /// `Err(actual length)` otherwise.
+    pub fn fixed<const N: usize, T>(
+        value: &[u8],
+        read: impl FnOnce(&mut Reader) -> Option<T>,
+    ) -> Result<T, usize> {
+        if value.len() != N {
+            return Err(value.len());
+        }
+        // `read` consumes at most N bytes, so it cannot run short.
+        read(&mut Reader::new(value)).ok_or(value.len())
+    }
+
     pub struct Reader<'a> {
         rest: &'a [u8],
     }

@@ -259,15 +259,11 @@ fn fixed<const N: usize, T>(
     value: &[u8],
     read: impl FnOnce(&mut wire::Reader) -> Option<T>,
 ) -> Result<T, TbfDecodeError> {
-    let wrong = TbfDecodeError::WrongLength {
+    wire::fixed::<N, T>(value, read).map_err(|actual| TbfDecodeError::WrongLength {
         attr: name,
         expected: N,
-        actual: value.len(),
-    };
-    if value.len() != N {
-        return Err(wrong);
-    }
-    read(&mut wire::Reader::new(value)).ok_or(wrong)
+        actual,
+    })
 }
 
 /// An `RTM_NEWQDISC` request for a TBF qdisc. The caller chooses the netlink

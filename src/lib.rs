@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod emulation;
+pub mod engine;
 pub mod lab;
 pub mod netlink;
 pub mod plan;

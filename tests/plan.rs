@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use testbed::plan::{
-    self, FIRST_IFINDEX, IFNAME_MAX, MAX_BRIDGE_PORTS, MEMBERS_PER_SHARD, NETNS_PREFIX, NodePlan,
-    Plan,
+    self, FIRST_IFINDEX, IFNAME_MAX, InfraPort, MAX_BRIDGE_PORTS, MEMBERS_PER_SHARD, NETNS_PREFIX,
+    NodePlan, Plan, RelaySide,
 };
 use testbed::topology::{NodeKind, Topology, load, parse_str};
 
@@ -59,6 +59,14 @@ fn subnet_of(topo: &Topology, network: &str) -> IpNet {
     subnets(topo)[network].0
 }
 
+/// The bridge ports of the engine's uplinks.
+fn uplinks(plan: &Plan) -> impl Iterator<Item = &InfraPort> {
+    plan.relays.iter().filter_map(|r| match &r.b {
+        RelaySide::Bridge { bridge, .. } => Some(bridge),
+        RelaySide::Node(..) => None,
+    })
+}
+
 /// Checks every structural invariant the plan documents; panics naming the
 /// first one broken.
 fn check_invariants(plan: &Plan) {
@@ -100,6 +108,17 @@ fn check_invariants(plan: &Plan) {
             }
         }
     }
+    for r in &plan.relays {
+        if let RelaySide::Bridge {
+            engine,
+            engine_index,
+            bridge,
+        } = &r.b
+        {
+            infra(engine, *engine_index);
+            infra(&bridge.name, bridge.index);
+        }
+    }
 
     // Node namespaces: lo is 1, interfaces 2.. in order, names unique.
     for n in &plan.nodes {
@@ -130,8 +149,9 @@ fn check_invariants(plan: &Plan) {
             .iter()
             .flat_map(|n| &n.ifaces)
             .filter_map(|i| i.port.as_ref())
-            .filter(|p| p.bridge == b.index)
-            .count();
+            .filter(|p| p.bridge == Some(b.index))
+            .count()
+            + uplinks(plan).filter(|p| p.bridge == b.index).count();
         let trunks = plan
             .infra
             .trunks
@@ -151,8 +171,8 @@ fn check_invariants(plan: &Plan) {
     // Every port and trunk end names an existing bridge.
     for n in &plan.nodes {
         for i in &n.ifaces {
-            if let Some(p) = &i.port {
-                assert!(bridge_indexes.contains(&p.bridge), "{} dangles", p.name);
+            if let Some(bridge) = i.port.as_ref().and_then(|p| p.bridge) {
+                assert!(bridge_indexes.contains(&bridge), "{} dangles", i.name);
             }
         }
     }
@@ -312,7 +332,7 @@ fn check_sharded(members: usize, plan: &Plan) {
             .nodes
             .iter()
             .flat_map(|n| &n.ifaces)
-            .filter(|i| i.port.as_ref().is_some_and(|p| p.bridge == b.index))
+            .filter(|i| i.port.as_ref().is_some_and(|p| p.bridge == Some(b.index)))
             .count();
         assert!(on_it <= MEMBERS_PER_SHARD, "shard {k} has {on_it}");
         assert!(on_it > 0, "shard {k} is empty");
@@ -689,8 +709,8 @@ fn dry_run_of_city_reads_as_expected() {
         "link   tb-city.v001/eth0 addrgenmode none, up",
         "route  tb-city.v001  10.100.0.0/29 via 10.100.0.33",
         "route  tb-city.director  10.100.0.32/27 via 10.100.0.1",
-        "impair tb-city.v001/eth0 egress profile dsrc (recorded; applied by the impairment backend)",
-        "impair tb-city.s-temp/eth0 egress profile cps_qos (recorded; applied by the impairment backend)",
+        "impair tb-city.v001/eth0 egress profile dsrc (kernel netem if the kernel has it, else the userspace engine)",
+        "impair tb-city.s-temp/eth0 egress profile cps_qos (kernel netem if the kernel has it, else the userspace engine)",
     ] {
         assert!(lines.contains(&expected), "missing line: {expected}");
     }
@@ -722,4 +742,76 @@ fn only_routers_get_sysctls_without_ipv6() {
             }
         }
     }
+}
+
+#[test]
+fn the_engine_carries_exactly_the_impaired_interfaces() {
+    for name in SHIPPED {
+        let before = plan::build(&shipped(name));
+        let mut after = before.clone();
+        after.route_through_engine();
+        check_invariants(&after);
+        let again = {
+            let mut p = after.clone();
+            p.route_through_engine();
+            p
+        };
+        assert_eq!(
+            again, after,
+            "{name}: placing the engine twice changes nothing"
+        );
+        for (n, node) in after.nodes.iter().enumerate() {
+            for (j, iface) in node.ifaces.iter().enumerate() {
+                let relay = after.relay_of((n, j));
+                let on_link = after.is_link(&iface.network);
+                let link_impaired = on_link
+                    && after.links.iter().any(|l| {
+                        l.name == iface.network
+                            && (after.iface(l.a).profile_out.is_some()
+                                || after.iface(l.b).profile_out.is_some())
+                    });
+                let expected = if on_link {
+                    link_impaired
+                } else {
+                    iface.profile_out.is_some()
+                };
+                assert_eq!(
+                    relay.is_some() || after.relays.iter().any(|r| r.a == (n, j)),
+                    expected,
+                    "{name}: {}/{} relayed?",
+                    node.name,
+                    iface.name
+                );
+                // A relayed interface's veth ends on an engine port; the others
+                // are exactly as before.
+                if expected {
+                    let port = iface.port.as_ref().expect("engine port");
+                    assert_eq!(port.bridge, None);
+                } else {
+                    assert_eq!(iface, before.iface((n, j)));
+                }
+            }
+        }
+        for r in &after.relays {
+            let (a, b) = after.relay_ports(r);
+            assert!(
+                !a.is_empty() && !b.is_empty() && a != b,
+                "{name}: {}",
+                r.name
+            );
+        }
+    }
+    let city = {
+        let mut p = plan::build(&shipped("city.toml"));
+        p.route_through_engine();
+        p
+    };
+    // Every city segment has a profile: every member is relayed.
+    let members: usize = city.nodes.iter().map(|n| n.ifaces.len()).sum();
+    assert_eq!(city.relays.len(), members);
+    let dry_run = city.to_string();
+    assert!(
+        dry_run.contains("relay  tb-city/n0i0 <-> tb-city/n0i0e"),
+        "{dry_run}"
+    );
 }

@@ -116,8 +116,8 @@ impl Lab {
     fn relay(&self, ab: DirectionParams, ba: DirectionParams) -> RunningRelay {
         let a = PacketSocket::open(&self.i, "xa").expect("socket on xa");
         let b = PacketSocket::open(&self.i, "yb").expect("socket on yb");
-        let mut relay = Relay::new(a, b, ab, ba).expect("relay");
-        let handle = relay.handle();
+        let mut relay = Relay::new();
+        let handle = relay.add_link(a, b, ab, ba).expect("relay");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = thread::spawn(move || relay.run(&flag).expect("relay loop"));

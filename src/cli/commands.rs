@@ -39,6 +39,14 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Link(cmd) => link(cmd),
         Command::Down { lab } => down(&lab),
         Command::Clean { lab, all } => clean(lab.as_deref(), all),
+        Command::Supervise { lab } => {
+            lab::supervise(&lab)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Engine { lab } => {
+            testbed::engine::run(&lab)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -97,8 +105,11 @@ fn check(file: &Path, json: bool) -> Result<ExitCode> {
 
 fn up(file: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
     let topo = load(file)?;
-    let plan = plan::build(&topo);
+    let mut plan = plan::build(&topo);
     if dry_run {
+        if plan.backend == topology::Backend::Userspace {
+            plan.route_through_engine();
+        }
         if json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
@@ -132,9 +143,7 @@ fn up(file: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
             plan.links.len(),
             start.elapsed().as_secs_f64(),
             plan.backend,
-            std::fs::read_to_string(state::backend_path(&plan.lab))
-                .unwrap_or_default()
-                .trim()
+            state::Impairments::of(&plan.lab).map_or("unknown", |i| i.describe())
         ),
     }
     Ok(ExitCode::SUCCESS)
@@ -193,6 +202,19 @@ fn status(lab: Option<&str>, json: bool) -> Result<ExitCode> {
         "lab {}: {} (backend {}; impairments: {})",
         st.lab, st.state, st.backend, st.impairments
     );
+    if let Some(e) = &st.engine {
+        let pid = |p: Option<u32>| p.map_or("not running".to_string(), |p| format!("pid {p}"));
+        println!(
+            "engine: {} links, {}, supervisor {}; restarts {}{}",
+            e.links,
+            pid(e.pid),
+            pid(e.supervisor_pid.filter(|_| e.supervisor_alive)),
+            e.restarts,
+            e.last_exit
+                .as_deref()
+                .map_or(String::new(), |x| format!(" (last exit: {x})"))
+        );
+    }
     println!("\nSEGMENT          SUBNET             MEMBERS  BRIDGES");
     for s in &st.segments {
         println!(
@@ -326,16 +348,18 @@ fn link(cmd: LinkCommand) -> Result<ExitCode> {
                 println!("lab {lab}: no impaired links");
             } else {
                 println!(
-                    "FROM             IFACE  NETWORK          STATE DELAY    JITTER   LOSS%  DUP%   CORR%  REORD% RATE         LIMIT  SENT       DROPPED  QLEN"
+                    "FROM             IFACE  NETWORK          STATE VIA    DELAY    JITTER   LOSS%  DUP%   CORR%  REORD% RATE         LIMIT  SENT       DROPPED  DUPED    REORD    CORR     QLEN"
                 );
                 let pct = |p: Option<f64>| p.map_or("-".to_string(), |v| format!("{v:.2}"));
+                let count = |c: Option<u64>| c.map_or("-".to_string(), |v| v.to_string());
                 for r in rows {
                     println!(
-                        "{:<16} {:<6} {:<16} {:<5} {:<8} {:<8} {:<6} {:<6} {:<6} {:<6} {:<12} {:<6} {:<10} {:<8} {}",
+                        "{:<16} {:<6} {:<16} {:<5} {:<6} {:<8} {:<8} {:<6} {:<6} {:<6} {:<6} {:<12} {:<6} {:<10} {:<8} {:<8} {:<8} {:<8} {}",
                         r.from,
                         r.iface,
                         r.network,
                         if r.up { "up" } else { "down" },
+                        r.via,
                         r.delay.as_deref().unwrap_or("-"),
                         r.jitter.as_deref().unwrap_or("-"),
                         pct(r.loss_percent),
@@ -346,6 +370,9 @@ fn link(cmd: LinkCommand) -> Result<ExitCode> {
                         r.limit.map_or("-".to_string(), |l| l.to_string()),
                         r.sent_packets,
                         r.dropped,
+                        count(r.duplicated),
+                        count(r.reordered),
+                        count(r.corrupted),
                         r.queue_len
                     );
                 }

@@ -93,11 +93,23 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Internal: the lab's supervisor (started by `up` in the lab's namespace).
+    #[command(
+        hide = true,
+        after_help = "Started by `testbed up`; not for direct use."
+    )]
+    Supervise { lab: String },
+    /// Internal: the lab's userspace engine (started by its supervisor).
+    #[command(
+        hide = true,
+        after_help = "Started by the lab's supervisor; not for direct use."
+    )]
+    Engine { lab: String },
 }
 
 #[derive(Subcommand)]
 pub enum LinkCommand {
-    /// Impairments in force (read back from the kernel) and counters.
+    /// Impairments in force (read back from netem or the engine) and counters.
     #[command(
         after_help = "Examples:\n  testbed link show city\n  sudo testbed link show city v001 rsu1 --json"
     )]
@@ -156,6 +168,12 @@ pub enum DirArg {
 }
 
 pub fn main() -> ExitCode {
+    // SAFETY: called first thing, before any thread exists; restores the
+    // default action so `testbed status | head` ends quietly like other
+    // tools instead of failing on a broken pipe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match commands::run(cli.command) {

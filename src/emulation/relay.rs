@@ -202,12 +202,22 @@ const ETHTOOL_STXCSUM: u32 = 0x17;
 /// and oversized frames would be refused by `send`. With offload off, the
 /// sender computes full checksums and segments to the MTU in software.
 pub fn disable_tx_offload(ifname: &str) -> io::Result<()> {
-    let fd = socket(
+    disable_tx_offload_with(&ethtool_socket()?, ifname)
+}
+
+/// A socket for ethtool requests on the interfaces of the calling thread's
+/// namespace (the namespace it is created in, wherever it is used later).
+pub fn ethtool_socket() -> io::Result<OwnedFd> {
+    Ok(socket(
         AddressFamily::Inet,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         None,
-    )?;
+    )?)
+}
+
+/// [`disable_tx_offload`] on `ifname` of the namespace `sock` was made in.
+pub fn disable_tx_offload_with(sock: &OwnedFd, ifname: &str) -> io::Result<()> {
     let name = ifname.as_bytes();
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
         return Err(io::Error::new(
@@ -223,10 +233,10 @@ pub fn disable_tx_offload(ifname: &str) -> io::Result<()> {
         *dst = *src as libc::c_char;
     }
     req.ifr_ifru.ifru_data = value.as_mut_ptr().cast::<libc::c_char>();
-    // SAFETY: `fd` is a live socket we own; `req` is a valid `ifreq` with a
+    // SAFETY: `sock` is a live socket; `req` is a valid `ifreq` with a
     // NUL-terminated name, and `ifru_data` points to `value`, a live
     // `struct ethtool_value { u32 cmd; u32 data; }` that outlives the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL as _, &raw mut req) };
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &raw mut req) };
     Errno::result(rc)?;
     Ok(())
 }
@@ -248,7 +258,7 @@ pub enum RelayError {
 }
 
 /// I/O counts of one direction, besides the pipeline's own [`Counters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct IoCounters {
     /// Frames read from the ingress socket and pushed into the pipeline.
     pub rx_frames: u64,
@@ -267,7 +277,7 @@ pub struct IoCounters {
 }
 
 /// A snapshot of one direction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LaneStats {
     pub pipeline: Counters,
     pub io: IoCounters,
@@ -276,6 +286,8 @@ pub struct LaneStats {
 /// What a direction shares with its [`RelayHandle`].
 #[derive(Debug, Default)]
 struct LaneShared {
+    /// The parameters in force (or about to be: see `pending`).
+    params: Mutex<DirectionParams>,
     /// Parameters waiting to be applied by the loop.
     pending: Mutex<Option<DirectionParams>>,
     /// Set with `pending`, so the loop takes the lock only when needed.
@@ -313,9 +325,16 @@ impl RelayHandle {
     ) -> Result<(), ParamError> {
         params.validate()?;
         let lane = self.lane(direction);
+        *lock(&lane.params) = params.clone();
         *lock(&lane.pending) = Some(params);
         lane.dirty.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// The parameters of one direction: the latest accepted by
+    /// [`RelayHandle::set_params`], else those it was built with.
+    pub fn params(&self, direction: Direction) -> DirectionParams {
+        lock(&self.lane(direction).params).clone()
     }
 
     /// The latest counters of one direction (published by the loop after each
@@ -340,13 +359,16 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(from: usize, to: usize, pipeline: Pipeline) -> Lane {
+    fn new(from: usize, to: usize, pipeline: Pipeline, params: DirectionParams) -> Lane {
         Lane {
             from,
             to,
             pipeline,
             io: IoCounters::default(),
-            shared: Arc::new(LaneShared::default()),
+            shared: Arc::new(LaneShared {
+                params: Mutex::new(params),
+                ..LaneShared::default()
+            }),
             due: Vec::new(),
             changed: true,
         }
@@ -395,8 +417,8 @@ impl Lane {
     }
 }
 
-/// Moves frames between interfaces A and B, one [`Pipeline`] per direction,
-/// on the thread that calls [`Relay::run`].
+/// Moves frames between pairs of interfaces, one [`Pipeline`] per direction
+/// of each pair, on the thread that calls [`Relay::run`].
 pub struct Relay {
     ports: Vec<PacketSocket>,
     lanes: Vec<Lane>,
@@ -415,36 +437,50 @@ impl std::fmt::Debug for Relay {
     }
 }
 
+impl Default for Relay {
+    fn default() -> Self {
+        Relay::new()
+    }
+}
+
 impl Relay {
-    /// A relay between `a` and `b`: frames read on `a` go through a pipeline
-    /// built from `ab` and leave on `b`, and the other way round with `ba`.
-    pub fn new(
+    /// A relay with no links yet.
+    pub fn new() -> Relay {
+        Relay {
+            ports: Vec::new(),
+            lanes: Vec::new(),
+            lanes_by_port: Vec::new(),
+            start: Instant::now(),
+            buf: vec![0; FRAME_BUF],
+        }
+    }
+
+    /// Adds a link between `a` and `b`: frames read on `a` go through a
+    /// pipeline built from `ab` and leave on `b`, and the other way round with
+    /// `ba`. Returns the handle that changes its parameters and reads its
+    /// counters while [`Relay::run`] runs on another thread.
+    pub fn add_link(
+        &mut self,
         a: PacketSocket,
         b: PacketSocket,
         ab: DirectionParams,
         ba: DirectionParams,
-    ) -> Result<Relay, RelayError> {
-        let build = |direction, params| {
-            Pipeline::new(params).map_err(|source| RelayError::Params { direction, source })
+    ) -> Result<RelayHandle, RelayError> {
+        let build = |direction, params: &DirectionParams| {
+            Pipeline::new(params.clone()).map_err(|source| RelayError::Params { direction, source })
         };
-        let ab = build(Direction::AToB, ab)?;
-        let ba = build(Direction::BToA, ba)?;
-        Ok(Relay {
-            ports: vec![a, b],
-            lanes: vec![Lane::new(0, 1, ab), Lane::new(1, 0, ba)],
-            lanes_by_port: vec![0, 1],
-            start: Instant::now(),
-            buf: vec![0; FRAME_BUF],
+        let pab = build(Direction::AToB, &ab)?;
+        let pba = build(Direction::BToA, &ba)?;
+        let (pa, pb) = (self.ports.len(), self.ports.len() + 1);
+        let (lab, lba) = (self.lanes.len(), self.lanes.len() + 1);
+        self.ports.extend([a, b]);
+        self.lanes.push(Lane::new(pa, pb, pab, ab));
+        self.lanes.push(Lane::new(pb, pa, pba, ba));
+        self.lanes_by_port.extend([lab, lba]);
+        Ok(RelayHandle {
+            ab: Arc::clone(&self.lanes[lab].shared),
+            ba: Arc::clone(&self.lanes[lba].shared),
         })
-    }
-
-    /// A handle to change parameters and read counters while [`Relay::run`]
-    /// runs on another thread.
-    pub fn handle(&self) -> RelayHandle {
-        RelayHandle {
-            ab: Arc::clone(&self.lanes[0].shared),
-            ba: Arc::clone(&self.lanes[1].shared),
-        }
     }
 
     /// Nanoseconds since the relay was built, on the monotonic clock.

@@ -6,20 +6,25 @@
 //! batches, placing each peer straight into its node namespace, up and enslaved;
 //! (3) each node's socket receives its addresses and routes as one batch.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tracing::{debug, info};
 
 use super::journal::{Entry, Journal};
 use super::state::Impairments;
-use super::{LabError, state, teardown};
-use crate::emulation::kernel;
-use crate::emulation::pipeline::{Direction, DirectionParams, direction_seed};
+use super::{LabError, state, supervisor, teardown};
+use crate::emulation::pipeline::DirectionParams;
+use crate::emulation::{kernel, relay};
+use crate::engine;
 use crate::netlink::{Netlink, netns, ops};
-use crate::plan::{IfacePlan, NodePlan, Plan, owner_tag};
+use crate::plan::{IfacePlan, NodePlan, Plan, RelaySide, owner_tag};
 use crate::topology::Backend;
+
+/// How long `up` waits for the engine to answer on its control socket.
+const ENGINE_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Progress callback: (what, done, total).
 pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
@@ -36,6 +41,8 @@ pub enum UpOutcome {
 struct Made {
     ns: File,
     nl: Netlink,
+    /// A socket inside it for ethtool requests (only when the engine runs).
+    ethtool: Option<OwnedFd>,
 }
 
 /// Bring a lab up. Validates that nothing of it exists, journals, creates, and
@@ -65,7 +72,12 @@ pub fn up(plan: &Plan, progress: Progress) -> Result<UpOutcome, LabError> {
     if let Some(taken) = plan.namespaces().find(|n| netns::exists(n)) {
         return Err(LabError::NameTaken(taken.to_string()));
     }
-    let result = create(plan, progress);
+    let applied = choose_backend(plan)?;
+    let mut plan = plan.clone();
+    if applied == Impairments::Userspace {
+        plan.route_through_engine();
+    }
+    let result = create(&plan, applied, progress);
     if let Err(err) = result {
         let rollback = teardown::remove_locked(lab).err();
         return Err(LabError::RolledBack {
@@ -84,7 +96,7 @@ fn require_root() -> Result<(), LabError> {
     }
 }
 
-fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
+fn create(plan: &Plan, applied: Impairments, progress: Progress) -> Result<(), LabError> {
     let lab = &plan.lab;
     let t0 = std::time::Instant::now();
     let mut journal = Journal::open(&state::journal_path(lab))?;
@@ -112,7 +124,7 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
     let infra_name = plan.infra.netns.clone();
     let tag2 = tag.clone();
     let Made { nl: mut infra, .. } =
-        std::thread::spawn(move || make_netns(&infra_name, &infra_sysctls, &tag2))
+        std::thread::spawn(move || make_netns(&infra_name, &infra_sysctls, &tag2, false))
             .join()
             .map_err(|_| std::io::Error::other("namespace worker panicked"))??;
     for b in &plan.infra.bridges {
@@ -157,8 +169,35 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
             what(&t.shard.name),
         );
     }
+    for r in &plan.relays {
+        let RelaySide::Bridge {
+            engine,
+            engine_index,
+            bridge,
+        } = &r.b
+        else {
+            continue;
+        };
+        let near = ops::End {
+            name: engine,
+            index: *engine_index,
+            netns: None,
+            master: None,
+        };
+        let far = ops::End {
+            name: &bridge.name,
+            index: bridge.index,
+            netns: None,
+            master: None,
+        };
+        let what = format!("engine uplink {engine} in {}", plan.infra.netns);
+        let alias = format!("{tag}:{}", r.name);
+        infra.queue(ops::veth(&near, &far), ops::CREATE, &what);
+        infra.queue(ops::enslave_up(bridge.index, bridge.bridge), 0, &what);
+        infra.queue(ops::set_up(*engine_index, Some(&alias)), 0, &what);
+        infra.queue(ops::set_up(bridge.index, Some(&alias)), 0, what);
+    }
     infra.flush()?;
-    let applied = choose_backend(plan, &mut infra)?;
     let kernel = applied == Impairments::Kernel;
     state::write_atomic(&state::backend_path(lab), applied.token().as_bytes())?;
 
@@ -180,7 +219,7 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
     // Each is made from end a's own socket: kernels before 6.x check a requested
     // ifindex in the sender's namespace too, where it would clash with the
     // infrastructure namespace's bridges.
-    for link in &plan.links {
+    for link in plan.links.iter().filter(|l| plan.iface(l.a).port.is_none()) {
         let ia = &plan.nodes[link.a.0].ifaces[link.a.1];
         let ib = &plan.nodes[link.b.0].ifaces[link.b.1];
         let b_ns = linked[link.b.0].as_ref().map(|m| m.ns.as_raw_fd());
@@ -205,22 +244,26 @@ fn create(plan: &Plan, progress: Progress) -> Result<(), LabError> {
             format!("link {}", link.name),
         )?;
     }
-    for (node, made) in plan.nodes.iter().zip(linked.iter_mut()) {
+    for (n, (node, made)) in plan.nodes.iter().zip(linked.iter_mut()).enumerate() {
         if let Some(made) = made {
-            for iface in node.ifaces.iter().filter(|i| i.port.is_none()) {
-                configure_iface(
-                    &mut made.nl,
-                    node,
-                    iface,
-                    &tag,
-                    netem_params(plan, kernel, node, iface),
-                );
+            for (j, iface) in node.ifaces.iter().enumerate() {
+                if iface.port.is_none() {
+                    let netem = netem_params(plan, kernel, (n, j));
+                    configure_iface(&mut made.nl, node, iface, &tag, netem);
+                }
             }
             queue_routes(&mut made.nl, node);
             made.nl.flush()?;
         }
     }
     debug!(lab, elapsed = ?t0.elapsed(), "links done");
+    if !plan.relays.is_empty() {
+        let config = engine::Config::for_plan(plan);
+        state::write_atomic(&engine::config_path(lab), &config.to_json()?)?;
+        supervisor::start(plan)?;
+        supervisor::wait_engine(lab, ENGINE_READY_TIMEOUT)?;
+        debug!(lab, elapsed = ?t0.elapsed(), "engine ready");
+    }
 
     state::write_atomic(&state::hosts_path(lab), plan.hosts_file().as_bytes())?;
     let json = serde_json::to_vec_pretty(plan).map_err(std::io::Error::other)?;
@@ -262,8 +305,9 @@ fn make_nodes(
                         break;
                     }
                     let node = &plan.nodes[i];
+                    let ethtool = !plan.relays.is_empty();
                     if tx
-                        .send((i, make_netns(&node.netns, &node.sysctls, tag)))
+                        .send((i, make_netns(&node.netns, &node.sysctls, tag, ethtool)))
                         .is_err()
                     {
                         break;
@@ -293,6 +337,13 @@ fn wire_nodes(
 ) -> Result<Vec<Option<Made>>, LabError> {
     let total = plan.nodes.len();
     let mut linked: Vec<Option<Made>> = (0..total).map(|_| None).collect();
+    // Networks the engine carries: every sender on them must checksum and
+    // segment in software (see `relay::disable_tx_offload`).
+    let relayed: HashSet<&str> = plan
+        .relays
+        .iter()
+        .map(|r| plan.iface(r.a).network.as_str())
+        .collect();
     let mut done = 0;
     while done < total {
         let first = rx
@@ -317,7 +368,7 @@ fn wire_nodes(
                     name: &port.name,
                     index: port.index,
                     netns: None,
-                    master: Some(port.bridge),
+                    master: port.bridge,
                 };
                 let far = ops::End {
                     name: &iface.name,
@@ -337,14 +388,23 @@ fn wire_nodes(
         infra.flush()?;
         for (i, mut made) in ready {
             let node = &plan.nodes[i];
-            for iface in node.ifaces.iter().filter(|i| i.port.is_some()) {
-                configure_iface(
-                    &mut made.nl,
-                    node,
-                    iface,
-                    tag,
-                    netem_params(plan, kernel, node, iface),
-                );
+            if let Some(sock) = &made.ethtool {
+                for iface in node.ifaces.iter().filter(|i| i.port.is_some()) {
+                    if relayed.contains(iface.network.as_str()) {
+                        relay::disable_tx_offload_with(sock, &iface.name).map_err(|e| {
+                            LabError::Io(std::io::Error::new(
+                                e.kind(),
+                                format!("tx offload off on {}/{}: {e}", node.netns, iface.name),
+                            ))
+                        })?;
+                    }
+                }
+            }
+            for (j, iface) in node.ifaces.iter().enumerate() {
+                if iface.port.is_some() {
+                    let netem = netem_params(plan, kernel, (i, j));
+                    configure_iface(&mut made.nl, node, iface, tag, netem);
+                }
             }
             if node.ifaces.iter().any(|i| i.port.is_none()) {
                 // Routes may lead through a link not made yet; they follow the links.
@@ -362,8 +422,9 @@ fn wire_nodes(
 }
 
 /// Resolve the lab's backend. `auto` uses netem when the kernel has it (an
-/// ENOENT for kind `netem` is the signal) and says so; `kernel` insists.
-fn choose_backend(plan: &Plan, infra: &mut Netlink) -> Result<Impairments, LabError> {
+/// ENOENT for kind `netem` is the signal) and the userspace engine otherwise;
+/// `kernel` insists on netem.
+fn choose_backend(plan: &Plan) -> Result<Impairments, LabError> {
     let impaired = plan
         .nodes
         .iter()
@@ -374,46 +435,37 @@ fn choose_backend(plan: &Plan, infra: &mut Netlink) -> Result<Impairments, LabEr
     }
     let has_netem = match plan.backend {
         Backend::Userspace => false,
-        Backend::Auto | Backend::Kernel => probe_netem(infra)?,
+        Backend::Auto | Backend::Kernel => probe_netem()?,
     };
     match (plan.backend, has_netem) {
         (_, true) => Ok(Impairments::Kernel),
         (Backend::Kernel, false) => Err(LabError::NoNetem),
-        _ => Ok(Impairments::Recorded),
+        _ => Ok(Impairments::Userspace),
     }
 }
 
-/// Whether this kernel has sch_netem: try it on the infrastructure
-/// namespace's loopback (nothing else uses it) and take it away again.
-fn probe_netem(infra: &mut Netlink) -> Result<bool, LabError> {
-    let probe = kernel::root_netem(1, &DirectionParams::default());
-    match infra.execute(probe, ops::CREATE, "probe for sch_netem") {
-        Ok(()) => {
-            infra.execute(kernel::delete_root(1), 0, "remove the netem probe")?;
-            Ok(true)
+/// Whether this kernel has sch_netem: try it on the loopback of a throwaway
+/// namespace (gone when the probing thread ends).
+fn probe_netem() -> Result<bool, LabError> {
+    let probe = || -> Result<bool, LabError> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| LabError::Io(e.into()))?;
+        let mut nl = Netlink::open()?;
+        let probe = kernel::root_netem(1, &DirectionParams::default());
+        match nl.execute(probe, ops::CREATE, "probe for sch_netem") {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    };
+    std::thread::spawn(probe)
+        .join()
+        .map_err(|_| std::io::Error::other("netem probe panicked"))?
 }
 
 /// The kernel backend's parameters for frames `node` sends on `iface`.
-fn netem_params(
-    plan: &Plan,
-    kernel: bool,
-    node: &NodePlan,
-    iface: &IfacePlan,
-) -> Option<DirectionParams> {
-    if !kernel {
-        return None;
-    }
-    let profile = plan.profiles.get(iface.profile_out.as_ref()?)?;
-    let seed = direction_seed(
-        plan.seed,
-        &format!("{}:{}", node.name, iface.name),
-        Direction::AToB,
-    );
-    Some(DirectionParams::from_profile(profile, seed))
+fn netem_params(plan: &Plan, kernel: bool, end: (usize, usize)) -> Option<DirectionParams> {
+    kernel.then(|| plan.egress_params(end)).flatten()
 }
 
 /// The ownership tag of one node interface (and of its bridge port).
@@ -468,7 +520,12 @@ fn queue_routes(nl: &mut Netlink, node: &NodePlan) {
 
 /// Create a namespace on the calling thread (leaving the thread in it), set
 /// its sysctls, tag and raise its loopback, and open a socket inside it.
-fn make_netns(name: &str, sysctls: &[(String, String)], tag: &str) -> Result<Made, LabError> {
+fn make_netns(
+    name: &str,
+    sysctls: &[(String, String)],
+    tag: &str,
+    ethtool: bool,
+) -> Result<Made, LabError> {
     netns::create_on_this_thread(name).map_err(|e| LabError::Netns {
         name: name.to_string(),
         source: e,
@@ -484,7 +541,12 @@ fn make_netns(name: &str, sysctls: &[(String, String)], tag: &str) -> Result<Mad
     let ns = File::open("/proc/thread-self/ns/net")?;
     let mut nl = Netlink::open()?;
     nl.execute(ops::set_up(1, Some(tag)), 0, format!("loopback of {name}"))?;
-    Ok(Made { ns, nl })
+    let ethtool = if ethtool {
+        Some(relay::ethtool_socket()?)
+    } else {
+        None
+    };
+    Ok(Made { ns, nl, ethtool })
 }
 
 /// Make room for one namespace fd and one netlink socket per node.

@@ -7,11 +7,13 @@ pub mod journal;
 pub mod links;
 pub mod state;
 mod status;
+pub mod supervisor;
 mod teardown;
 
 pub use apply::{Progress, UpOutcome, up};
 pub use enter::enter_node;
 pub use status::{IfaceStatus, LinkStatus, NodeStatus, SegmentStatus, Status, status};
+pub use supervisor::run as supervise;
 pub use teardown::{Removed, clean, clean_all, down, pids_in};
 
 use crate::netlink::NetlinkError;
@@ -41,9 +43,21 @@ pub enum LabError {
     )]
     NotLinked { lab: String, a: String, b: String },
     #[error(
-        "impairments of lab {0} are not applied on this kernel (no sch_netem; the userspace engine is not built yet), so they cannot be changed"
+        "in lab {lab}, {from} -> {to} has no profile, so the userspace engine does not carry it and it cannot be changed at run time; give its segment or link a profile (e.g. profile = \"lan\") and bring the lab up again"
     )]
-    NotApplied(String),
+    NotRelayed {
+        lab: String,
+        from: String,
+        to: String,
+    },
+    #[error("the userspace engine of lab {lab} did not start: {cause}; engine log: {log}")]
+    EngineNotReady {
+        lab: String,
+        cause: String,
+        log: String,
+    },
+    #[error("the userspace engine of lab {lab} refused: {message}")]
+    Engine { lab: String, message: String },
     #[error("no lab named {0} (see `testbed status`)")]
     NoSuchLab(String),
     #[error("lab {lab} has no node {node}; nodes: {known}")]

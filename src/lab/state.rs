@@ -41,8 +41,8 @@ pub enum Impairments {
     Nothing,
     /// netem qdiscs on each impaired interface's egress.
     Kernel,
-    /// Recorded only: no netem in this kernel and no userspace engine yet.
-    Recorded,
+    /// The lab's userspace engine carries each impaired link.
+    Userspace,
 }
 
 impl Impairments {
@@ -50,7 +50,7 @@ impl Impairments {
         match self {
             Impairments::Nothing => "none",
             Impairments::Kernel => "kernel",
-            Impairments::Recorded => "recorded",
+            Impairments::Userspace => "userspace",
         }
     }
 
@@ -59,9 +59,7 @@ impl Impairments {
         match self {
             Impairments::Nothing => "none (no profiles in use)",
             Impairments::Kernel => "kernel (netem)",
-            Impairments::Recorded => {
-                "not applied (no sch_netem in this kernel, and the userspace engine is not built yet)"
-            }
+            Impairments::Userspace => "userspace engine",
         }
     }
 
@@ -70,7 +68,7 @@ impl Impairments {
         match fs::read_to_string(backend_path(lab)).ok()?.trim() {
             "none" => Some(Impairments::Nothing),
             "kernel" => Some(Impairments::Kernel),
-            "recorded" => Some(Impairments::Recorded),
+            "userspace" => Some(Impairments::Userspace),
             _ => None,
         }
     }

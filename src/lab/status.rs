@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{LabError, state};
+use super::{LabError, state, supervisor};
 use crate::netlink::netns;
 use crate::plan::Plan;
 use crate::topology::Backend;
@@ -17,9 +17,25 @@ pub struct Status {
     /// How the profiles were applied, as `up` decided (e.g. `kernel (netem)`).
     pub impairments: String,
     pub infra_netns: String,
+    /// The userspace engine, when the lab has one.
+    pub engine: Option<EngineStatus>,
     pub nodes: Vec<NodeStatus>,
     pub segments: Vec<SegmentStatus>,
     pub links: Vec<LinkStatus>,
+}
+
+/// The lab's userspace engine as its supervisor last recorded it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStatus {
+    /// Links it carries.
+    pub links: usize,
+    /// Its supervisor's pid and whether that process is alive.
+    pub supervisor_pid: Option<u32>,
+    pub supervisor_alive: bool,
+    /// The running engine's pid (`None` while it is being restarted).
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,7 +124,7 @@ fn from_plan(plan: &Plan) -> Status {
         }
     }
     for n in &plan.nodes {
-        for i in n.ifaces.iter().filter(|i| i.port.is_some()) {
+        for i in &n.ifaces {
             if let Some(s) = segments.iter_mut().find(|s| s.name == i.network) {
                 s.members += 1;
                 if s.subnet.is_empty() {
@@ -135,8 +151,26 @@ fn from_plan(plan: &Plan) -> Status {
             .map_or("unknown", |i| i.describe())
             .to_string(),
         infra_netns: plan.infra.netns.clone(),
+        engine: engine_status(plan),
         nodes,
         segments,
         links,
     }
+}
+
+fn engine_status(plan: &Plan) -> Option<EngineStatus> {
+    if plan.relays.is_empty() {
+        return None;
+    }
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let record = supervisor::read(&plan.lab);
+    let child = record.as_ref().and_then(|r| r.children.first());
+    Some(EngineStatus {
+        links: plan.relays.len(),
+        supervisor_pid: record.as_ref().map(|r| r.pid),
+        supervisor_alive: record.as_ref().is_some_and(|r| alive(r.pid)),
+        pid: child.map(|c| c.pid).filter(|&p| p != 0 && alive(p)),
+        restarts: child.map_or(0, |c| c.restarts),
+        last_exit: child.and_then(|c| c.last_exit.clone()),
+    })
 }

@@ -7,6 +7,7 @@
 //! requested ifindexes are unique within their namespace; no bridge has more
 //! than [`MAX_BRIDGE_PORTS`] ports.
 
+mod relays;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::emulation::Profile;
+use crate::emulation::pipeline::{Direction, DirectionParams, direction_seed};
 use crate::topology::{Attachment, Backend, NodeKind, Topology};
 
 /// Every namespace a lab owns starts with this.
@@ -62,6 +64,10 @@ pub struct Plan {
     pub links: Vec<LinkPlan>,
     /// Profiles referenced by interfaces, by name.
     pub profiles: BTreeMap<String, Profile>,
+    /// Links the userspace engine carries (empty unless the lab uses it; see
+    /// [`Plan::route_through_engine`]).
+    #[serde(default)]
+    pub relays: Vec<RelayPlan>,
 }
 
 /// The per-lab infrastructure namespace and what lives in it.
@@ -91,7 +97,8 @@ pub struct TrunkPlan {
     pub shard: InfraPort,
 }
 
-/// An interface in the infrastructure namespace, enslaved to a bridge.
+/// A trunk end or other interface in the infrastructure namespace, enslaved
+/// to a bridge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InfraPort {
     pub name: String,
@@ -124,9 +131,44 @@ pub struct IfacePlan {
     pub link_local6: Option<IpNet>,
     /// Profile for frames this node sends on this interface.
     pub profile_out: Option<String>,
-    /// For a segment member: its bridge port in the infrastructure namespace.
-    /// `None` for a point-to-point link end (see [`LinkPlan`]).
-    pub port: Option<InfraPort>,
+    /// The infrastructure end of this interface's veth: a bridge port for a
+    /// segment member, an engine port for a relayed link end. `None` for a
+    /// point-to-point link end joined directly to its peer (see [`LinkPlan`]).
+    pub port: Option<NodePort>,
+}
+
+/// The infrastructure end of a node interface's veth pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodePort {
+    pub name: String,
+    pub index: u32,
+    /// The bridge it is enslaved to; `None` when the userspace engine reads it.
+    pub bridge: Option<u32>,
+}
+
+/// One link the userspace engine carries: frames read on port A go through
+/// the A-to-B pipeline and leave on port B, and the other way round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayPlan {
+    /// Its name in `link show`: the link's name, or `<segment>:<node>`.
+    pub name: String,
+    /// Side A: (node index, interface index); that interface's port is port A.
+    pub a: (usize, usize),
+    pub b: RelaySide,
+}
+
+/// What is on the B side of a relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelaySide {
+    /// The other end of a point-to-point link: that interface's port is port B.
+    Node(usize, usize),
+    /// The segment: port B is `engine`, whose veth peer `bridge` is the bridge port.
+    Bridge {
+        engine: String,
+        engine_index: u32,
+        bridge: InfraPort,
+    },
 }
 
 /// A point-to-point veth between two node namespaces.
@@ -170,6 +212,36 @@ impl Plan {
 
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The name of the bridge with ifindex `index` (`?` if none).
+    fn bridge_name(&self, index: u32) -> &str {
+        self.infra
+            .bridges
+            .iter()
+            .find(|b| b.index == index)
+            .map_or("?", |b| b.name.as_str())
+    }
+
+    /// Whether `network` is a point-to-point link (else it is a segment).
+    pub fn is_link(&self, network: &str) -> bool {
+        self.links.iter().any(|l| l.name == network)
+    }
+
+    /// The impairment of frames sent on interface `end` (node index,
+    /// interface index), seeded from the lab seed and the interface's name;
+    /// `None` if it has no profile. Both backends use exactly this.
+    pub fn egress_params(&self, end: (usize, usize)) -> Option<DirectionParams> {
+        let (node, iface) = (&self.nodes[end.0], self.iface(end));
+        let profile = self.profiles.get(iface.profile_out.as_ref()?)?;
+        let key = format!("{}:{}", node.name, iface.name);
+        let seed = direction_seed(self.seed, &key, Direction::AToB);
+        Some(DirectionParams::from_profile(profile, seed))
+    }
+
+    /// The interface at (node index, interface index).
+    pub fn iface(&self, (node, iface): (usize, usize)) -> &IfacePlan {
+        &self.nodes[node].ifaces[iface]
     }
 
     /// Number of objects `up` creates (for progress reporting).
@@ -255,10 +327,10 @@ pub fn build(topo: &Topology) -> Plan {
             let bridge = bridges[first + m / MEMBERS_PER_SHARD].index;
             let node = &mut nodes[member.node];
             let j = node.ifaces.len();
-            let port = InfraPort {
+            let port = NodePort {
                 name: format!("n{}i{j}", member.node),
                 index: take_index(),
-                bridge,
+                bridge: Some(bridge),
             };
             let net = (
                 seg.name.as_str(),
@@ -309,6 +381,7 @@ pub fn build(topo: &Topology) -> Plan {
         nodes,
         links,
         profiles: topo.profiles.clone(),
+        relays: Vec::new(),
     }
 }
 
@@ -318,7 +391,7 @@ fn iface(
     (network, subnet, subnet6): (&str, IpNet, Option<IpNet>),
     att: &Attachment,
     profile: &Option<String>,
-    port: Option<InfraPort>,
+    port: Option<NodePort>,
 ) -> IfacePlan {
     let with_prefix =
         |a: IpAddr, net: IpNet| IpNet::new(a, net.prefix_len()).expect("prefix of a valid net");
@@ -401,22 +474,35 @@ impl fmt::Display for Plan {
                 owner_tag(&self.lab)
             )?;
             for i in &n.ifaces {
-                if let Some(p) = &i.port {
-                    let bridge = self
-                        .infra
-                        .bridges
-                        .iter()
-                        .find(|b| b.index == p.bridge)
-                        .map_or("?", |b| b.name.as_str());
-                    writeln!(
-                        f,
-                        "veth   {}/{} #{} <-> {infra}/{} (bridge {bridge})",
-                        n.netns, i.name, i.index, p.name
-                    )?;
-                }
+                let Some(p) = &i.port else { continue };
+                let to = match p.bridge {
+                    Some(index) => format!("bridge {}", self.bridge_name(index)),
+                    None => "engine".to_string(),
+                };
+                writeln!(
+                    f,
+                    "veth   {}/{} #{} <-> {infra}/{} ({to})",
+                    n.netns, i.name, i.index, p.name
+                )?;
             }
         }
-        for l in &self.links {
+        for r in &self.relays {
+            let (a, b) = self.relay_ports(r);
+            if let RelaySide::Bridge { engine, bridge, .. } = &r.b {
+                writeln!(
+                    f,
+                    "veth   {infra}/{engine} <-> {infra}/{} (bridge {})",
+                    bridge.name,
+                    self.bridge_name(bridge.bridge)
+                )?;
+            }
+            writeln!(
+                f,
+                "relay  {infra}/{a} <-> {infra}/{b}  ({}, userspace engine)",
+                r.name
+            )?;
+        }
+        for l in self.links.iter().filter(|l| self.iface(l.a).port.is_none()) {
             let (a, b) = (&self.nodes[l.a.0], &self.nodes[l.b.0]);
             writeln!(
                 f,
@@ -438,9 +524,14 @@ impl fmt::Display for Plan {
         for n in &self.nodes {
             for i in &n.ifaces {
                 if let Some(p) = &i.profile_out {
+                    let how = match (self.relays.is_empty(), self.backend) {
+                        (false, _) => "userspace engine",
+                        (true, Backend::Kernel) => "kernel netem",
+                        (true, _) => "kernel netem if the kernel has it, else the userspace engine",
+                    };
                     writeln!(
                         f,
-                        "impair {}/{} egress profile {p} (recorded; applied by the impairment backend)",
+                        "impair {}/{} egress profile {p} ({how})",
                         n.netns, i.name
                     )?;
                 }

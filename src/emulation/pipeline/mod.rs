@@ -34,7 +34,7 @@ pub use scheduler::{PopDue, ReleaseScheduler, Released};
 pub use stage::{Emit, Emitted, Frame, POOL_MAX, Stage};
 
 /// What one direction did and holds, for `testbed link show`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Frames released by the pipeline (duplicates included).
     pub passed: u64,

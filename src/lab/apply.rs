@@ -50,6 +50,8 @@ struct Made {
 pub fn up(plan: &Plan, progress: Progress) -> Result<UpOutcome, LabError> {
     require_root()?;
     let lab = &plan.lab;
+    // Before the lock, which makes the state folder: a refusal leaves nothing.
+    let applied = choose_backend(plan)?;
     let _lock = state::LabLock::try_acquire(lab)?.ok_or_else(|| LabError::Busy(lab.clone()))?;
     if let Some(running) = state::read_plan(lab)? {
         if running.fingerprint == plan.fingerprint {
@@ -72,7 +74,6 @@ pub fn up(plan: &Plan, progress: Progress) -> Result<UpOutcome, LabError> {
     if let Some(taken) = plan.namespaces().find(|n| netns::exists(n)) {
         return Err(LabError::NameTaken(taken.to_string()));
     }
-    let applied = choose_backend(plan)?;
     let mut plan = plan.clone();
     if applied == Impairments::Userspace {
         plan.route_through_engine();

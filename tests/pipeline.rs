@@ -1073,6 +1073,7 @@ fn injected_frames_cross_the_impairments() {
         data: vec![9; 10],
         seq: u64::MAX,
         arrival_ns: 3 * MS,
+        offload: Default::default(),
     };
     p.inject(0, 3 * MS, forged.clone());
     let out: Vec<_> = p.pop_due(23 * MS).collect();

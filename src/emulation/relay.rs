@@ -8,34 +8,27 @@
 //!
 //! # Timing
 //!
-//! The loop polls every port with `poll(2)` (millisecond resolution), with a
-//! timeout equal to the time until the earliest release, rounded *down* to
-//! whole milliseconds, so it never wakes late because of the rounding. When
-//! the next release is less than 1 ms away it drains the sockets without
-//! blocking, then sleeps (`nanosleep`, with the thread's timer slack set to
-//! 1 ns) until the exact release time. Trade-off: during that sub-millisecond
-//! sleep the sockets are not watched, so a frame arriving then is stamped up
-//! to 1 ms late (it gets at most that much extra delay, and only while some
-//! frame is due within the next millisecond). The alternatives are a busy
-//! spin (one CPU at 100 % under any delayed traffic) or `ppoll(2)`, which
-//! takes a nanosecond timeout and would remove both the rounding and the
-//! blind window.
+//! The loop waits in `epoll_wait(2)` on every port and on one `timerfd`
+//! armed (one-shot, CLOCK_MONOTONIC, nanosecond resolution, no timer slack)
+//! for the earliest release of any lane. So a frame is stamped when it
+//! becomes readable, and a held frame leaves when it is due, both within the
+//! wake-up latency of one thread, with no busy spinning.
 //!
-//! # Offloads (observed on Linux 6.18, veth)
+//! # Offloads
 //!
 //! Frames read from a veth end may carry a partial checksum
-//! (`CHECKSUM_PARTIAL`) and, with TSO/GSO on the sending veth, may be larger
-//! than the MTU. Forwarding such frames unchanged through AF_PACKET loses the
-//! offload metadata. Observed: ICMP (checksummed in software) passes, but
-//! every UDP datagram is lost at the receiver although the relay sends it
-//! without error (bad checksums, inferred: turning checksum offload off on
-//! the sender cures it; `UdpInCsumErrors` was not read). The fix used
-//! is [`disable_tx_offload`] on the veth ends that send into the relay (the
-//! nodes' ends), which also turns TSO off. (The other way would be
-//! `PACKET_VNET_HDR`: read the checksum/GSO metadata with each frame and
-//! complete checksums and segment in userspace.)
+//! (`CHECKSUM_PARTIAL`) and, with TSO on the sending veth, be TCP
+//! super-frames of up to 64 KiB. Plain AF_PACKET loses that metadata, so
+//! forwarded UDP/TCP would fail the receiver's checksum check (observed) and
+//! super-frames would be refused on send. The relay's sockets use
+//! `PACKET_VNET_HDR` instead: each frame is read with its `virtio_net_hdr`
+//! and written back with it, so the kernel finishes the checksum and the
+//! segmentation after the relay, exactly as it would have without it, and
+//! the nodes keep their offloads (a super-frame costs the relay one read and
+//! one write). The pipeline sees the header as [`Offload`]; a stage that
+//! changes bytes makes the frame plain first (`pipeline::offload`).
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,14 +37,18 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::net::if_::if_nametoindex;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{
-    AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike, bind, recv, send,
+    AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike, bind, recvmsg, sendmsg,
     setsockopt, socket, sockopt,
 };
+use nix::sys::time::TimeSpec;
+use nix::sys::timer::{Expiration, TimerSetTimeFlags};
+use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
 use serde::Serialize;
 
-use super::pipeline::{Counters, Direction, DirectionParams, ParamError, Pipeline};
+use super::pipeline::offload::VNET_HDR_LEN;
+use super::pipeline::{Counters, Direction, DirectionParams, Offload, ParamError, Pipeline};
 use crate::netlink::netns;
 
 /// Size of the receive buffer for one frame. Larger than any frame a 64 KiB
@@ -65,9 +62,12 @@ pub const RCVBUF_BYTES: usize = 8 << 20;
 /// Socket send buffer asked for.
 pub const SNDBUF_BYTES: usize = 4 << 20;
 
-/// Longest the loop blocks when nothing is due, so that `stop` and parameter
-/// changes are seen promptly.
-pub const IDLE_POLL: Duration = Duration::from_millis(20);
+/// Longest the loop blocks (ms) when nothing happens, so that `stop` and
+/// parameter changes are seen promptly.
+pub const IDLE_POLL_MS: u16 = 20;
+
+/// Epoll data of the release timer (ports use their index).
+const TIMER_EVENT: u64 = u64::MAX;
 
 /// Most frames read from one socket before the loop releases due frames
 /// again, so that a flood on one port does not delay releases.
@@ -114,20 +114,8 @@ impl PacketSocket {
         if setsockopt(&fd, sockopt::SndBufForce, &SNDBUF_BYTES).is_err() {
             setsockopt(&fd, sockopt::SndBuf, &SNDBUF_BYTES)?;
         }
-        let one: libc::c_int = 1;
-        // SAFETY: `fd` is a live socket we own; the option value points to a
-        // `c_int` that lives for the whole call and the length is its size.
-        // nix has no PACKET_IGNORE_OUTGOING option.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_IGNORE_OUTGOING,
-                (&raw const one).cast::<libc::c_void>(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        Errno::result(rc)?;
+        set_packet_option(&fd, libc::PACKET_IGNORE_OUTGOING)?;
+        set_packet_option(&fd, libc::PACKET_VNET_HDR)?;
 
         // SAFETY: `sockaddr_ll` is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
@@ -150,17 +138,25 @@ impl PacketSocket {
         self.ifindex
     }
 
-    /// Reads one frame into `buf` without blocking. `Ok(None)`: nothing
-    /// queued. `Ok(Some(len))`: the frame's full length; if it is greater
-    /// than `buf.len()` the frame was truncated to `buf.len()` bytes.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    /// Reads one frame into `buf` and its offload header into `hdr`, without
+    /// blocking. `Ok(None)`: nothing queued. `Ok(Some(len))`: the frame's full
+    /// length; if it is greater than `buf.len()` the frame was truncated.
+    pub fn recv(&self, hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
-            match recv(
+            let mut iov = [IoSliceMut::new(hdr), IoSliceMut::new(buf)];
+            match recvmsg::<()>(
                 self.fd.as_raw_fd(),
-                buf,
+                &mut iov,
+                None,
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
             ) {
-                Ok(n) => return Ok(Some(n)),
+                Ok(msg) if msg.bytes < VNET_HDR_LEN => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "frame shorter than its offload header",
+                    ));
+                }
+                Ok(msg) => return Ok(Some(msg.bytes - VNET_HDR_LEN)),
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
@@ -168,11 +164,14 @@ impl PacketSocket {
         }
     }
 
-    /// Sends one whole frame (Ethernet header onwards) out of the interface,
-    /// without blocking. A full socket buffer is `WouldBlock`.
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+    /// Sends one whole frame (Ethernet header onwards) with its offload
+    /// header out of the interface, without blocking. A full socket buffer is
+    /// `WouldBlock`.
+    pub fn send(&self, offload: &Offload, frame: &[u8]) -> io::Result<()> {
+        let hdr = offload.encode();
+        let iov = [IoSlice::new(&hdr), IoSlice::new(frame)];
         loop {
-            match send(self.fd.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT) {
+            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[], MsgFlags::MSG_DONTWAIT, None) {
                 Ok(_) => return Ok(()),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -181,70 +180,29 @@ impl PacketSocket {
     }
 }
 
-impl AsFd for PacketSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-/// `ETHTOOL_STXCSUM` (linux/ethtool.h): set transmit checksum offload.
-const ETHTOOL_STXCSUM: u32 = 0x17;
-
-/// Turns transmit checksum offload off on interface `ifname` of the calling
-/// thread's namespace (`ethtool -K IFNAME tx off`); the kernel then also
-/// turns TSO off, as TSO needs checksum offload.
-///
-/// Call it on the veth end that *sends into* a relay (a node's side of the
-/// link), never on the relay's own ends. With offload on, frames a relay
-/// reads carry only a partial checksum (`CHECKSUM_PARTIAL`: the pseudo-header
-/// sum) and TCP frames may be 64 KiB TSO super-frames; AF_PACKET drops that
-/// metadata, so forwarded UDP/TCP would fail the receiver's checksum check
-/// and oversized frames would be refused by `send`. With offload off, the
-/// sender computes full checksums and segments to the MTU in software.
-pub fn disable_tx_offload(ifname: &str) -> io::Result<()> {
-    disable_tx_offload_with(&ethtool_socket()?, ifname)
-}
-
-/// A socket for ethtool requests on the interfaces of the calling thread's
-/// namespace (the namespace it is created in, wherever it is used later).
-pub fn ethtool_socket() -> io::Result<OwnedFd> {
-    Ok(socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?)
-}
-
-/// [`disable_tx_offload`] on `ifname` of the namespace `sock` was made in.
-pub fn disable_tx_offload_with(sock: &OwnedFd, ifname: &str) -> io::Result<()> {
-    let name = ifname.as_bytes();
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "bad interface name",
-        ));
-    }
-    let mut value = [ETHTOOL_STXCSUM, 0u32];
-    // SAFETY: `ifreq` is plain old data (a name array and a union of plain
-    // values and pointers); all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
-        *dst = *src as libc::c_char;
-    }
-    req.ifr_ifru.ifru_data = value.as_mut_ptr().cast::<libc::c_char>();
-    // SAFETY: `sock` is a live socket; `req` is a valid `ifreq` with a
-    // NUL-terminated name, and `ifru_data` points to `value`, a live
-    // `struct ethtool_value { u32 cmd; u32 data; }` that outlives the call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &raw mut req) };
+/// Sets an integer `SOL_PACKET` option to 1 (nix has neither
+/// `PACKET_IGNORE_OUTGOING` nor `PACKET_VNET_HDR`).
+fn set_packet_option(fd: &OwnedFd, option: libc::c_int) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `fd` is a live socket we own; the option value points to a
+    // `c_int` that lives for the whole call and the length is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            option,
+            (&raw const one).cast::<libc::c_void>(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
     Errno::result(rc)?;
     Ok(())
 }
 
-/// [`disable_tx_offload`] on `ifname` inside the named namespace.
-pub fn disable_tx_offload_in(netns_name: &str, ifname: &str) -> io::Result<()> {
-    let ifname = ifname.to_owned();
-    netns::run_in(netns_name, move || disable_tx_offload(&ifname))
+impl AsFd for PacketSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 /// Why a relay could not be built.
@@ -316,7 +274,7 @@ impl RelayHandle {
     }
 
     /// Changes one direction's impairment; the loop applies it on its next
-    /// iteration (within [`IDLE_POLL`]) to frames arriving from then on. Held
+    /// iteration (within [`IDLE_POLL_MS`]) to frames arriving from then on. Held
     /// frames keep their release times. Invalid parameters are refused here.
     pub fn set_params(
         &self,
@@ -352,8 +310,8 @@ struct Lane {
     pipeline: Pipeline,
     io: IoCounters,
     shared: Arc<LaneShared>,
-    /// Buffers popped from the pipeline, waiting to be sent and recycled.
-    due: Vec<Vec<u8>>,
+    /// Frames popped from the pipeline, waiting to be sent and recycled.
+    due: Vec<(Offload, Vec<u8>)>,
     /// Something changed since the stats were last published.
     changed: bool,
 }
@@ -388,14 +346,17 @@ impl Lane {
 
     /// Sends every frame due at `now` out of `port` and recycles its buffer.
     fn release(&mut self, now: u64, port: &PacketSocket) {
-        self.due
-            .extend(self.pipeline.pop_due(now).map(|r| r.frame.data));
+        self.due.extend(
+            self.pipeline
+                .pop_due(now)
+                .map(|r| (r.frame.offload, r.frame.data)),
+        );
         if self.due.is_empty() {
             return;
         }
         self.changed = true;
-        for buf in self.due.drain(..) {
-            match port.send(&buf) {
+        for (offload, buf) in self.due.drain(..) {
+            match port.send(&offload, &buf) {
                 Ok(()) => self.io.tx_frames += 1,
                 Err(e) => {
                     self.io.tx_errors += 1;
@@ -425,6 +386,7 @@ pub struct Relay {
     /// `lanes_by_port[p]`: the lane that reads port `p`.
     lanes_by_port: Vec<usize>,
     start: Instant,
+    hdr: [u8; VNET_HDR_LEN],
     buf: Vec<u8>,
 }
 
@@ -451,6 +413,7 @@ impl Relay {
             lanes: Vec::new(),
             lanes_by_port: Vec::new(),
             start: Instant::now(),
+            hdr: [0; VNET_HDR_LEN],
             buf: vec![0; FRAME_BUF],
         }
     }
@@ -488,14 +451,27 @@ impl Relay {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Relays until `stop` is set (seen within [`IDLE_POLL`]). Frames still
+    /// Relays until `stop` is set (seen within [`IDLE_POLL_MS`]). Frames still
     /// held when it returns stay in the pipelines; calling `run` again resumes.
     /// Returns an error only if polling itself fails.
-    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
-        // Sub-millisecond sleeps: the default 50 µs timer slack would make
-        // every short sleep late by that much. Best effort.
-        let _ = nix::sys::prctl::set_timerslack(1);
-        let mut readable = vec![false; self.ports.len()];
+    ///
+    /// After any event the loop polls without sleeping for `busy_poll`:
+    /// waking a sleeping thread (in a VM, a halted vCPU) costs tens of
+    /// microseconds per frame, which busy polling avoids while traffic flows,
+    /// at the price of a core kept busy. Zero: always sleep when idle.
+    pub fn run(&mut self, stop: &AtomicBool, busy_poll: Duration) -> io::Result<()> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        for (i, port) in self.ports.iter().enumerate() {
+            epoll.add(port, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
+        }
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        epoll.add(&timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER_EVENT))?;
+        let mut armed: Option<u64> = None;
+        let mut events = vec![EpollEvent::empty(); 64];
+        let mut busy_until = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             for lane in &mut self.lanes {
                 lane.apply_pending();
@@ -505,55 +481,52 @@ impl Relay {
             for lane in &mut self.lanes {
                 lane.publish();
             }
-
             let next = self
                 .lanes
                 .iter()
                 .filter_map(|l| l.pipeline.next_release())
                 .min();
-            let wait = match next {
-                None => IDLE_POLL,
-                Some(at) => Duration::from_nanos(at.saturating_sub(self.now_ns())).min(IDLE_POLL),
-            };
-            if wait < Duration::from_millis(1) {
-                // Due within a millisecond: drain what is queued, then sleep
-                // to the exact release time (see the module docs).
-                readable.fill(true);
-                self.drain(&readable);
-                if let Some(at) = next {
-                    let left = at.saturating_sub(self.now_ns());
-                    if left > 0 {
-                        std::thread::sleep(Duration::from_nanos(left));
-                    }
+            if next != armed {
+                match next {
+                    // A zero expiry would disarm the timer: 1 ns is "now".
+                    Some(at) => timer.set(
+                        Expiration::OneShot(TimeSpec::from_duration(Duration::from_nanos(
+                            at.saturating_sub(self.now_ns()).max(1),
+                        ))),
+                        TimerSetTimeFlags::empty(),
+                    )?,
+                    None => timer.unset()?,
                 }
-                continue;
+                armed = next;
             }
-            // Whole milliseconds, rounded down: wake early, never late.
-            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-            self.poll(PollTimeout::from(ms), &mut readable)?;
-            self.drain(&readable);
+            let timeout = if Instant::now() < busy_until {
+                0
+            } else {
+                IDLE_POLL_MS
+            };
+            let n = match epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            if n > 0 {
+                busy_until = Instant::now() + busy_poll;
+            }
+            for event in &events[..n] {
+                match event.data() {
+                    TIMER_EVENT => {
+                        // Consume the expiry count so the timer stops being readable.
+                        let mut count = [0u8; 8];
+                        let _ = nix::unistd::read(&timer, &mut count);
+                        armed = None;
+                    }
+                    port => self.drain(port as usize),
+                }
+            }
         }
         for lane in &mut self.lanes {
             lane.changed = true;
             lane.publish();
-        }
-        Ok(())
-    }
-
-    /// Waits until a port is readable or `timeout` passes; marks readable
-    /// ports.
-    fn poll(&self, timeout: PollTimeout, readable: &mut [bool]) -> io::Result<()> {
-        let mut fds: Vec<PollFd<'_>> = self
-            .ports
-            .iter()
-            .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
-            .collect();
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-        for (r, fd) in readable.iter_mut().zip(&fds) {
-            *r = fd.any().unwrap_or(false);
         }
         Ok(())
     }
@@ -565,43 +538,42 @@ impl Relay {
         }
     }
 
-    /// Reads every frame queued on the readable ports (in batches, releasing
-    /// due frames between batches) into their lanes' pipelines.
-    fn drain(&mut self, readable: &[bool]) {
-        for (port, _) in readable.iter().enumerate().filter(|(_, r)| **r) {
-            let lane_index = self.lanes_by_port[port];
-            loop {
-                let mut got = 0;
-                while got < BATCH {
-                    let lane = &mut self.lanes[lane_index];
-                    match self.ports[lane.from].recv(&mut self.buf) {
-                        Ok(None) => break,
-                        Ok(Some(len)) if len > self.buf.len() => {
-                            lane.io.rx_truncated += 1;
-                        }
-                        Ok(Some(len)) => {
-                            let now =
-                                u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                            let mut data = lane.pipeline.take_buffer();
-                            data.extend_from_slice(&self.buf[..len]);
-                            lane.pipeline.push(now, data);
-                            lane.io.rx_frames += 1;
-                            lane.io.rx_bytes += len as u64;
-                        }
-                        Err(_) => {
-                            lane.io.rx_errors += 1;
-                            break;
-                        }
+    /// Reads every frame queued on `port` (in batches, releasing due frames
+    /// between batches) into the pipeline of the lane that reads it.
+    fn drain(&mut self, port: usize) {
+        let lane_index = self.lanes_by_port[port];
+        loop {
+            let mut got = 0;
+            while got < BATCH {
+                let lane = &mut self.lanes[lane_index];
+                match self.ports[lane.from].recv(&mut self.hdr, &mut self.buf) {
+                    Ok(None) => break,
+                    Ok(Some(len)) if len > self.buf.len() => {
+                        lane.io.rx_truncated += 1;
                     }
-                    lane.changed = true;
-                    got += 1;
+                    Ok(Some(len)) => {
+                        let now =
+                            u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let mut data = lane.pipeline.take_buffer();
+                        data.extend_from_slice(&self.buf[..len]);
+                        lane.pipeline
+                            .push_offloaded(now, data, Offload::decode(&self.hdr));
+                        lane.io.rx_frames += 1;
+                        lane.io.rx_bytes += len as u64;
+                    }
+                    Err(_) => {
+                        lane.io.rx_errors += 1;
+                        break;
+                    }
                 }
-                // Zero-delay frames leave at once; delayed ones wait.
-                let now = self.now_ns();
-                self.release_all(now);
-                if got < BATCH {
-                    break;
-                }
+                lane.changed = true;
+                got += 1;
+            }
+            // Zero-delay frames leave at once; delayed ones wait.
+            let now = self.now_ns();
+            self.release_all(now);
+            if got < BATCH {
+                break;
             }
         }
     }
@@ -612,11 +584,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bad_interface_names_are_refused() {
-        for name in ["", "a-name-longer-than-ifnamsiz", "nul\0"] {
-            let e = disable_tx_offload(name).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name:?}");
-        }
+    fn unknown_interfaces_are_refused() {
         assert!(PacketSocket::open_here("no-such-if-tbrl").is_err());
     }
 

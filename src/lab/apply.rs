@@ -6,9 +6,8 @@
 //! batches, placing each peer straight into its node namespace, up and enslaved;
 //! (3) each node's socket receives its addresses and routes as one batch.
 
-use std::collections::HashSet;
 use std::fs::{self, File};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tracing::{debug, info};
@@ -16,8 +15,8 @@ use tracing::{debug, info};
 use super::journal::{Entry, Journal};
 use super::state::Impairments;
 use super::{LabError, state, supervisor, teardown};
+use crate::emulation::kernel;
 use crate::emulation::pipeline::DirectionParams;
-use crate::emulation::{kernel, relay};
 use crate::engine;
 use crate::netlink::{Netlink, netns, ops};
 use crate::plan::{IfacePlan, NodePlan, Plan, RelaySide, owner_tag};
@@ -41,8 +40,6 @@ pub enum UpOutcome {
 struct Made {
     ns: File,
     nl: Netlink,
-    /// A socket inside it for ethtool requests (only when the engine runs).
-    ethtool: Option<OwnedFd>,
 }
 
 /// Bring a lab up. Validates that nothing of it exists, journals, creates, and
@@ -125,7 +122,7 @@ fn create(plan: &Plan, applied: Impairments, progress: Progress) -> Result<(), L
     let infra_name = plan.infra.netns.clone();
     let tag2 = tag.clone();
     let Made { nl: mut infra, .. } =
-        std::thread::spawn(move || make_netns(&infra_name, &infra_sysctls, &tag2, false))
+        std::thread::spawn(move || make_netns(&infra_name, &infra_sysctls, &tag2))
             .join()
             .map_err(|_| std::io::Error::other("namespace worker panicked"))??;
     for b in &plan.infra.bridges {
@@ -306,9 +303,8 @@ fn make_nodes(
                         break;
                     }
                     let node = &plan.nodes[i];
-                    let ethtool = !plan.relays.is_empty();
                     if tx
-                        .send((i, make_netns(&node.netns, &node.sysctls, tag, ethtool)))
+                        .send((i, make_netns(&node.netns, &node.sysctls, tag)))
                         .is_err()
                     {
                         break;
@@ -338,13 +334,6 @@ fn wire_nodes(
 ) -> Result<Vec<Option<Made>>, LabError> {
     let total = plan.nodes.len();
     let mut linked: Vec<Option<Made>> = (0..total).map(|_| None).collect();
-    // Networks the engine carries: every sender on them must checksum and
-    // segment in software (see `relay::disable_tx_offload`).
-    let relayed: HashSet<&str> = plan
-        .relays
-        .iter()
-        .map(|r| plan.iface(r.a).network.as_str())
-        .collect();
     let mut done = 0;
     while done < total {
         let first = rx
@@ -389,18 +378,6 @@ fn wire_nodes(
         infra.flush()?;
         for (i, mut made) in ready {
             let node = &plan.nodes[i];
-            if let Some(sock) = &made.ethtool {
-                for iface in node.ifaces.iter().filter(|i| i.port.is_some()) {
-                    if relayed.contains(iface.network.as_str()) {
-                        relay::disable_tx_offload_with(sock, &iface.name).map_err(|e| {
-                            LabError::Io(std::io::Error::new(
-                                e.kind(),
-                                format!("tx offload off on {}/{}: {e}", node.netns, iface.name),
-                            ))
-                        })?;
-                    }
-                }
-            }
             for (j, iface) in node.ifaces.iter().enumerate() {
                 if iface.port.is_some() {
                     let netem = netem_params(plan, kernel, (i, j));
@@ -521,12 +498,7 @@ fn queue_routes(nl: &mut Netlink, node: &NodePlan) {
 
 /// Create a namespace on the calling thread (leaving the thread in it), set
 /// its sysctls, tag and raise its loopback, and open a socket inside it.
-fn make_netns(
-    name: &str,
-    sysctls: &[(String, String)],
-    tag: &str,
-    ethtool: bool,
-) -> Result<Made, LabError> {
+fn make_netns(name: &str, sysctls: &[(String, String)], tag: &str) -> Result<Made, LabError> {
     netns::create_on_this_thread(name).map_err(|e| LabError::Netns {
         name: name.to_string(),
         source: e,
@@ -542,12 +514,7 @@ fn make_netns(
     let ns = File::open("/proc/thread-self/ns/net")?;
     let mut nl = Netlink::open()?;
     nl.execute(ops::set_up(1, Some(tag)), 0, format!("loopback of {name}"))?;
-    let ethtool = if ethtool {
-        Some(relay::ethtool_socket()?)
-    } else {
-        None
-    };
-    Ok(Made { ns, nl, ethtool })
+    Ok(Made { ns, nl })
 }
 
 /// Make room for one namespace fd and one netlink socket per node.

@@ -56,6 +56,8 @@ pub struct Plan {
     pub lab: String,
     pub seed: u64,
     pub backend: Backend,
+    /// `[lab] engine_busy_poll`, ns.
+    pub engine_busy_poll_ns: u64,
     /// Fingerprint of the whole topology this plan came from (any change to the
     /// file's meaning changes it; its path does not).
     pub fingerprint: String,
@@ -372,6 +374,7 @@ pub fn build(topo: &Topology) -> Plan {
         lab: lab.clone(),
         seed: topo.lab.seed,
         backend: topo.lab.backend,
+        engine_busy_poll_ns: topo.lab.engine_busy_poll_ns,
         fingerprint: fingerprint(topo),
         infra: Infra {
             netns: infra_netns(lab),

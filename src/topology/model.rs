@@ -33,6 +33,9 @@ pub struct Lab {
     pub name: String,
     pub seed: u64,
     pub backend: Backend,
+    /// How long the userspace engine keeps polling after a frame before it
+    /// sleeps, ns (see `docs/topology.md`).
+    pub engine_busy_poll_ns: u64,
     pub pool4: Ipv4Net,
     /// IPv6 is off unless a pool is given.
     pub pool6: Option<Ipv6Net>,

@@ -17,6 +17,11 @@ use super::raw::{RawFile, RawLab, Str};
 use super::wiring::{Context, Wiring};
 use super::{Backend, Lab, Link, Segment, Topology};
 
+/// Default `[lab] engine_busy_poll`: 200 µs.
+pub const DEFAULT_BUSY_POLL_NS: u64 = 200_000;
+/// Largest `[lab] engine_busy_poll`: 10 ms.
+pub const MAX_BUSY_POLL_NS: u64 = 10_000_000;
+
 /// Default `[lab] seed`.
 pub const DEFAULT_SEED: u64 = 1;
 /// Default `[lab] pool`.
@@ -90,6 +95,7 @@ fn lab(raw: &RawLab) -> Checked<Lab> {
         name: raw.name.get_ref().clone(),
         seed: raw.seed.as_ref().map_or(DEFAULT_SEED, |s| *s.get_ref()),
         backend: backend(raw.backend.as_ref())?,
+        engine_busy_poll_ns: busy_poll(raw.engine_busy_poll.as_ref())?,
         pool4: pool4(raw.pool.as_ref())?,
         pool6: raw.pool6.as_ref().map(pool6).transpose()?,
     })
@@ -105,6 +111,24 @@ fn backend(raw: Option<&Str>) -> Checked<Backend> {
             format!("unknown backend \"{other}\"; expected one of auto, kernel, userspace"),
         )),
     }
+}
+
+fn busy_poll(raw: Option<&Str>) -> Checked<u64> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_BUSY_POLL_NS);
+    };
+    let ns = crate::emulation::parse_duration(raw.get_ref())
+        .map_err(|e| Issue::new(raw.span(), format!("engine_busy_poll: {}", e.message())))?;
+    if ns > MAX_BUSY_POLL_NS {
+        return Err(Issue::new(
+            raw.span(),
+            format!(
+                "engine_busy_poll: {} is more than the largest allowed, 10ms",
+                raw.get_ref()
+            ),
+        ));
+    }
+    Ok(ns)
 }
 
 fn pool4(raw: Option<&Str>) -> Checked<Ipv4Net> {

@@ -35,6 +35,7 @@ pub(crate) struct RawLab {
     pub name: Str,
     pub seed: Option<Spanned<u64>>,
     pub backend: Option<Str>,
+    pub engine_busy_poll: Option<Str>,
     pub pool: Option<Str>,
     pub pool6: Option<Str>,
 }

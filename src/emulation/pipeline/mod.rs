@@ -17,6 +17,7 @@
 //! in time order.
 
 mod netem;
+pub mod offload;
 mod params;
 mod scheduler;
 mod stage;
@@ -26,6 +27,7 @@ use std::any::Any;
 use serde::Serialize;
 
 pub use netem::{Impairment, ImpairmentCounters};
+pub use offload::Offload;
 pub use params::{
     DEFAULT_LIMIT, Direction, DirectionParams, LossModel, MAX_DELAY_NS, MAX_JITTER_NS, ParamError,
     Rate, direction_seed,
@@ -42,6 +44,9 @@ pub struct Counters {
     pub dropped_loss: u64,
     /// Frames tail-dropped at the queue limit.
     pub dropped_queue: u64,
+    /// Super-frames picked for corruption that could not be segmented or
+    /// checksummed (netem drops them too).
+    pub dropped_malformed: u64,
     /// Duplicates made.
     pub duplicated: u64,
     /// Frames sent ahead of the queue.
@@ -166,8 +171,14 @@ impl Pipeline {
         self.clock
     }
 
-    /// A frame arrives at `now_ns`; returns its sequence number.
+    /// A plain frame arrives at `now_ns`; returns its sequence number.
     pub fn push(&mut self, now_ns: u64, data: Vec<u8>) -> u64 {
+        self.push_offloaded(now_ns, data, Offload::default())
+    }
+
+    /// A frame with pending offload work arrives at `now_ns` (as read with
+    /// `PACKET_VNET_HDR`); returns its sequence number.
+    pub fn push_offloaded(&mut self, now_ns: u64, data: Vec<u8>, offload: Offload) -> u64 {
         let now = self.tick(now_ns);
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -175,6 +186,7 @@ impl Pipeline {
             data,
             seq,
             arrival_ns: now,
+            offload,
         };
         self.advance(now);
         self.run(0, now, frame);
@@ -284,6 +296,7 @@ impl Pipeline {
             passed: self.out.released(),
             dropped_loss: imp.dropped_loss,
             dropped_queue: imp.dropped_queue,
+            dropped_malformed: imp.dropped_malformed,
             duplicated: imp.duplicated,
             reordered: imp.reordered,
             corrupted: imp.corrupted,

@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::offload::{self, Offload};
 use super::params::{DirectionParams, LossModel, ParamError, Rate};
 use super::scheduler::TimeQueue;
 use super::stage::{Emit, Frame, Stage};
@@ -28,6 +29,9 @@ pub struct ImpairmentCounters {
     pub dropped_loss: u64,
     /// Frames tail-dropped because `limit` frames were held.
     pub dropped_queue: u64,
+    /// Super-frames picked for corruption that could not be segmented, or
+    /// frames whose pending checksum could not be computed.
+    pub dropped_malformed: u64,
     /// Duplicates made (each then goes through the impairments itself).
     pub duplicated: u64,
     /// Frames sent at once ahead of the queue.
@@ -415,8 +419,65 @@ impl Impairment {
     }
 
     /// `netem_enqueue()` for one frame; `is_duplicate` is netem's
-    /// `skb->tc_depth != 0` for the re-injected copy.
-    fn enqueue(&mut self, now_ns: u64, mut frame: Frame, is_duplicate: bool, out: &mut Emit) {
+    /// `skb->tc_depth != 0` for the re-injected copy. A super-frame picked
+    /// for corruption is cut into segments first: the first goes on
+    /// (corrupted), the others then enter one by one with draws of their own,
+    /// unless the first was tail-dropped (netem drops them all then).
+    fn enqueue(&mut self, now_ns: u64, frame: Frame, is_duplicate: bool, out: &mut Emit) {
+        let (seq, arrival_ns) = (frame.seq, frame.arrival_ns);
+        let mut rest = Vec::new();
+        if self.enqueue_one(now_ns, frame, is_duplicate, out, &mut rest) {
+            for data in rest {
+                let segment = Frame {
+                    data,
+                    seq,
+                    arrival_ns,
+                    offload: Offload::default(),
+                };
+                self.enqueue(now_ns, segment, false, out);
+            }
+        }
+    }
+
+    /// Flips one random bit of the frame (after cutting a super-frame into
+    /// segments, whose tail goes to `rest`, and completing a pending
+    /// checksum). `false` if the frame cannot be made plain.
+    fn corrupt(&mut self, frame: &mut Frame, rest: &mut Vec<Vec<u8>>) -> bool {
+        if frame.offload.is_gso() {
+            match offload::segment(&frame.data, &frame.offload) {
+                Ok(segments) => {
+                    let mut segments = segments.into_iter();
+                    frame.data.clear();
+                    frame.data.extend(segments.next().unwrap_or_default());
+                    frame.offload = Offload::default();
+                    rest.extend(segments);
+                }
+                Err(_) => return false,
+            }
+        }
+        if frame.offload.finalize_checksum(&mut frame.data).is_err() {
+            return false;
+        }
+        let len = u32::try_from(frame.data.len()).unwrap_or(u32::MAX);
+        if len > 0 {
+            let byte = below(&mut self.rng, len) as usize;
+            let bit = below(&mut self.rng, 8);
+            frame.data[byte] ^= 1 << bit;
+            self.counters.corrupted += 1;
+        }
+        true
+    }
+
+    /// [`Impairment::enqueue`] for the frame itself; `false` if it was
+    /// tail-dropped.
+    fn enqueue_one(
+        &mut self,
+        now_ns: u64,
+        mut frame: Frame,
+        is_duplicate: bool,
+        out: &mut Emit,
+        rest: &mut Vec<Vec<u8>>,
+    ) -> bool {
         let c = self.c;
         let duplicate = !is_duplicate
             && c.duplicate != 0
@@ -425,19 +486,21 @@ impl Impairment {
         if lost && !duplicate {
             self.counters.dropped_loss += 1;
             out.discard(frame);
-            return;
+            return true;
         }
         // Lost and duplicated: netem's count is 1, the frame goes on alone.
         let copy = (duplicate && !lost).then(|| out.copy_of(&frame));
 
-        if c.corrupt != 0 && c.corrupt >= crandom(&mut self.rng, &mut self.corrupt_cor) {
-            let len = u32::try_from(frame.data.len()).unwrap_or(u32::MAX);
-            if len > 0 {
-                let byte = below(&mut self.rng, len) as usize;
-                let bit = below(&mut self.rng, 8);
-                frame.data[byte] ^= 1 << bit;
-                self.counters.corrupted += 1;
+        if c.corrupt != 0
+            && c.corrupt >= crandom(&mut self.rng, &mut self.corrupt_cor)
+            && !self.corrupt(&mut frame, rest)
+        {
+            self.counters.dropped_malformed += 1;
+            out.discard(frame);
+            if let Some(copy) = copy {
+                out.discard(copy);
             }
+            return true;
         }
 
         self.expire(now_ns);
@@ -447,7 +510,7 @@ impl Impairment {
             if let Some(copy) = copy {
                 out.discard(copy);
             }
-            return;
+            return false;
         }
 
         if let Some(copy) = copy {
@@ -463,7 +526,7 @@ impl Impairment {
             self.counter = 0;
             self.counters.reordered += 1;
             out.send_first(now_ns, frame);
-            return;
+            return true;
         }
 
         let mut delay = self.tabledist();
@@ -476,7 +539,8 @@ impl Impairment {
                 delay = (delay - (last - base)).max(0);
                 base = last;
             }
-            delay += i128::from(rate.packet_time_ns(frame.data.len()));
+            let len = frame.offload.wire_len(&frame.data);
+            delay += i128::from(rate.packet_time_ns(len));
         }
         let at = (base + delay).clamp(0, i128::from(u64::MAX)) as u64;
         self.counter = self.counter.wrapping_add(1);
@@ -485,6 +549,7 @@ impl Impairment {
             self.last_release = self.last_release.max(at);
         }
         out.send_at(at, frame);
+        true
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::any::Any;
 
+use super::offload::Offload;
+
 /// Spare buffers kept for reuse, per pipeline. Enough for a burst of drops
 /// and duplicates without holding much memory (at most this many Vec headers
 /// plus their capacity).
@@ -17,6 +19,10 @@ pub struct Frame {
     pub seq: u64,
     /// When the frame entered the pipeline, ns.
     pub arrival_ns: u64,
+    /// Checksum and segmentation work the kernel left for later (a plain
+    /// frame by default). A stage that changes bytes must make the frame
+    /// plain first (see [`super::offload`]).
+    pub offload: Offload,
 }
 
 /// One output of a stage: a frame and when it leaves the stage.
@@ -87,6 +93,7 @@ impl Emit {
             data,
             seq: frame.seq,
             arrival_ns: frame.arrival_ns,
+            offload: frame.offload,
         }
     }
 

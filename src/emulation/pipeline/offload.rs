@@ -306,6 +306,69 @@ pub fn l4_checksum_ok(frame: &[u8]) -> Option<bool> {
     Some(fold(sum16(sum, body)) == 0xffff)
 }
 
+/// A TCP super-frame as the kernel hands one to a packet socket: Ethernet,
+/// IPv4 (`v4`) or IPv6, a TCP header with `flags` and sequence number `seq`,
+/// then `payload`, with the TCP checksum field holding the pseudo-header sum
+/// and the header asking for `mss`-byte segments. For tests and fuzzing.
+pub fn tcp_super_frame(
+    v4: bool,
+    seq: u32,
+    flags: u8,
+    mss: u16,
+    payload: &[u8],
+) -> (Vec<u8>, Offload) {
+    let l3 = ETH_HLEN;
+    let l4 = l3 + if v4 { 20 } else { 40 };
+    let end = l4 + 20;
+    let mut f = vec![0u8; end];
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    let ethertype = if v4 { ETHERTYPE_IPV4 } else { ETHERTYPE_IPV6 };
+    f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    if v4 {
+        f[l3] = 0x45;
+        f[l3 + 8] = 64;
+        f[l3 + 9] = IPPROTO_TCP;
+        f[l3 + 12..l3 + 16].copy_from_slice(&[10, 0, 0, 1]);
+        f[l3 + 16..l3 + 20].copy_from_slice(&[10, 0, 0, 2]);
+    } else {
+        f[l3] = 0x60;
+        f[l3 + 6] = IPPROTO_TCP;
+        f[l3 + 7] = 64;
+        f[l3 + 8] = 0xfd;
+        f[l3 + 23] = 1;
+        f[l3 + 24] = 0xfd;
+        f[l3 + 39] = 2;
+    }
+    f[l4..l4 + 2].copy_from_slice(&40000u16.to_be_bytes());
+    f[l4 + 2..l4 + 4].copy_from_slice(&5201u16.to_be_bytes());
+    f[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    f[l4 + 12] = 5 << 4;
+    f[l4 + 13] = flags;
+    f[l4 + 14..l4 + 16].copy_from_slice(&64240u16.to_be_bytes());
+    f.extend_from_slice(payload);
+    let total = f.len() - l3;
+    if v4 {
+        let total = u16::try_from(total).unwrap_or(u16::MAX);
+        f[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+    } else {
+        let plen = u16::try_from(f.len() - l4).unwrap_or(u16::MAX);
+        f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
+    }
+    let h = Headers { v4, l3, l4, end };
+    let pseudo = fold(pseudo_header(&f, &h, f.len() - l4));
+    f[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    let offload = Offload {
+        flags: F_NEEDS_CSUM,
+        gso_type: if v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+        hdr_len: end as u16,
+        gso_size: mss,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    };
+    (f, offload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

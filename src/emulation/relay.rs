@@ -28,7 +28,7 @@
 //! one write). The pipeline sees the header as [`Offload`]; a stage that
 //! changes bytes makes the frame plain first (`pipeline::offload`).
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +39,7 @@ use nix::errno::Errno;
 use nix::net::if_::if_nametoindex;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{
-    AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike, bind, recvmsg, sendmsg,
-    setsockopt, socket, sockopt,
+    AddressFamily, LinkAddr, SockFlag, SockType, SockaddrLike, bind, setsockopt, socket, sockopt,
 };
 use nix::sys::time::TimeSpec;
 use nix::sys::timer::{Expiration, TimerSetTimeFlags};
@@ -69,9 +68,10 @@ pub const IDLE_POLL_MS: u16 = 20;
 /// Epoll data of the release timer (ports use their index).
 const TIMER_EVENT: u64 = u64::MAX;
 
-/// Most frames read from one socket before the loop releases due frames
-/// again, so that a flood on one port does not delay releases.
-const BATCH: usize = 256;
+/// Most frames read from one socket in one system call; the loop releases
+/// due frames after each such batch, so a flood on one port does not delay
+/// releases.
+const RECV_BATCH: usize = 32;
 
 /// A bound, non-blocking AF_PACKET `SOCK_RAW` socket on one interface.
 ///
@@ -137,44 +137,172 @@ impl PacketSocket {
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
+}
 
-    /// Reads one frame into `buf` and its offload header into `hdr`, without
-    /// blocking. `Ok(None)`: nothing queued. `Ok(Some(len))`: the frame's full
-    /// length; if it is greater than `buf.len()` the frame was truncated.
-    pub fn recv(&self, hdr: &mut [u8; VNET_HDR_LEN], buf: &mut [u8]) -> io::Result<Option<usize>> {
-        loop {
-            let mut iov = [IoSliceMut::new(hdr), IoSliceMut::new(buf)];
-            match recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                None,
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-            ) {
-                Ok(msg) if msg.bytes < VNET_HDR_LEN => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "frame shorter than its offload header",
-                    ));
-                }
-                Ok(msg) => return Ok(Some(msg.bytes - VNET_HDR_LEN)),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
+/// Frames read by one [`PacketSocket::recv_many`]: up to `capacity` frames,
+/// each with its offload header and full length.
+#[derive(Debug)]
+pub struct RecvBatch {
+    hdrs: Vec<[u8; VNET_HDR_LEN]>,
+    bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    count: usize,
+}
+
+impl RecvBatch {
+    /// Room for `capacity` frames of up to [`FRAME_BUF`] bytes.
+    pub fn new(capacity: usize) -> RecvBatch {
+        RecvBatch {
+            hdrs: vec![[0; VNET_HDR_LEN]; capacity],
+            bufs: vec![vec![0; FRAME_BUF]; capacity],
+            lens: vec![0; capacity],
+            count: 0,
         }
     }
 
-    /// Sends one whole frame (Ethernet header onwards) with its offload
-    /// header out of the interface, without blocking. A full socket buffer is
-    /// `WouldBlock`.
-    pub fn send(&self, offload: &Offload, frame: &[u8]) -> io::Result<()> {
-        let hdr = offload.encode();
-        let iov = [IoSlice::new(&hdr), IoSlice::new(frame)];
-        loop {
-            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[], MsgFlags::MSG_DONTWAIT, None) {
-                Ok(_) => return Ok(()),
+    /// Most frames one read takes.
+    pub fn capacity(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Frame `i`: its offload header, its bytes, and whether it was cut
+    /// short (longer than [`FRAME_BUF`]; the bytes are then incomplete).
+    pub fn frame(&self, i: usize) -> (Offload, &[u8], bool) {
+        let len = self.lens[i];
+        let cap = self.bufs[i].len();
+        (
+            Offload::decode(&self.hdrs[i]),
+            &self.bufs[i][..len.min(cap)],
+            len > cap,
+        )
+    }
+}
+
+/// Most frames one `sendmmsg` call takes.
+const SEND_BATCH: usize = 64;
+
+impl PacketSocket {
+    /// Reads up to the batch's capacity of queued frames in one system call
+    /// (`recvmmsg`), without blocking. Returns how many were read (0: none
+    /// queued).
+    pub fn recv_many(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.count = 0;
+        let n = batch.bufs.len();
+        let mut iovs: Vec<[libc::iovec; 2]> = batch
+            .hdrs
+            .iter_mut()
+            .zip(batch.bufs.iter_mut())
+            .map(|(h, b)| {
+                [
+                    libc::iovec {
+                        iov_base: h.as_mut_ptr().cast(),
+                        iov_len: h.len(),
+                    },
+                    libc::iovec {
+                        iov_base: b.as_mut_ptr().cast(),
+                        iov_len: b.len(),
+                    },
+                ]
+            })
+            .collect();
+        // SAFETY: `mmsghdr` is plain old data; all-zero is a valid value.
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; n];
+        for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+            m.msg_hdr.msg_iov = iov.as_mut_ptr();
+            m.msg_hdr.msg_iovlen = 2;
+        }
+        let flags = libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+        let got = loop {
+            // SAFETY: `msgs` holds `n` headers, each pointing at two iovecs in
+            // `iovs` that point into `batch`'s header and frame buffers; all
+            // outlive the call and nothing else accesses them meanwhile. No
+            // names or control buffers are passed; no timeout.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    flags,
+                    std::ptr::null_mut(),
+                )
+            };
+            match Errno::result(rc) {
+                Ok(k) => break k as usize,
                 Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(0),
                 Err(e) => return Err(e.into()),
+            }
+        };
+        for (len, m) in batch.lens.iter_mut().zip(&msgs[..got]) {
+            *len = (m.msg_len as usize).saturating_sub(VNET_HDR_LEN);
+        }
+        batch.count = got;
+        Ok(got)
+    }
+
+    /// Sends frames with their offload headers in as few system calls as
+    /// possible (`sendmmsg`), without blocking. Returns, per frame in order,
+    /// whether it was sent (the error if not).
+    pub fn send_many(&self, frames: &[(Offload, Vec<u8>)], mut each: impl FnMut(io::Result<()>)) {
+        let mut start = 0;
+        while start < frames.len() {
+            let chunk = &frames[start..(start + SEND_BATCH).min(frames.len())];
+            let hdrs: Vec<[u8; VNET_HDR_LEN]> = chunk.iter().map(|(o, _)| o.encode()).collect();
+            let mut iovs: Vec<[libc::iovec; 2]> = chunk
+                .iter()
+                .zip(&hdrs)
+                .map(|((_, data), h)| {
+                    [
+                        libc::iovec {
+                            iov_base: h.as_ptr() as *mut libc::c_void,
+                            iov_len: h.len(),
+                        },
+                        libc::iovec {
+                            iov_base: data.as_ptr() as *mut libc::c_void,
+                            iov_len: data.len(),
+                        },
+                    ]
+                })
+                .collect();
+            // SAFETY: `mmsghdr` is plain old data; all-zero is a valid value.
+            let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; chunk.len()];
+            for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+                m.msg_hdr.msg_iov = iov.as_mut_ptr();
+                m.msg_hdr.msg_iovlen = 2;
+            }
+            // SAFETY: `msgs` holds `chunk.len()` headers, each pointing at two
+            // iovecs in `iovs` that point into `hdrs` and the frames' buffers,
+            // all alive for the call; the kernel only reads through them.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    msgs.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match Errno::result(rc) {
+                Ok(k) if k > 0 => {
+                    for _ in 0..k {
+                        each(Ok(()));
+                    }
+                    start += k as usize;
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    // The first frame of the chunk failed; go on after it.
+                    each(Err(e.into()));
+                    start += 1;
+                }
             }
         }
     }
@@ -355,14 +483,15 @@ impl Lane {
             return;
         }
         self.changed = true;
-        for (offload, buf) in self.due.drain(..) {
-            match port.send(&offload, &buf) {
-                Ok(()) => self.io.tx_frames += 1,
-                Err(e) => {
-                    self.io.tx_errors += 1;
-                    self.io.last_tx_errno = e.raw_os_error().unwrap_or(-1);
-                }
+        let io = &mut self.io;
+        port.send_many(&self.due, |result| match result {
+            Ok(()) => io.tx_frames += 1,
+            Err(e) => {
+                io.tx_errors += 1;
+                io.last_tx_errno = e.raw_os_error().unwrap_or(-1);
             }
+        });
+        for (_, buf) in self.due.drain(..) {
             self.pipeline.recycle(buf);
         }
     }
@@ -386,8 +515,7 @@ pub struct Relay {
     /// `lanes_by_port[p]`: the lane that reads port `p`.
     lanes_by_port: Vec<usize>,
     start: Instant,
-    hdr: [u8; VNET_HDR_LEN],
-    buf: Vec<u8>,
+    batch: RecvBatch,
 }
 
 impl std::fmt::Debug for Relay {
@@ -413,8 +541,7 @@ impl Relay {
             lanes: Vec::new(),
             lanes_by_port: Vec::new(),
             start: Instant::now(),
-            hdr: [0; VNET_HDR_LEN],
-            buf: vec![0; FRAME_BUF],
+            batch: RecvBatch::new(RECV_BATCH),
         }
     }
 
@@ -543,37 +670,37 @@ impl Relay {
     fn drain(&mut self, port: usize) {
         let lane_index = self.lanes_by_port[port];
         loop {
-            let mut got = 0;
-            while got < BATCH {
-                let lane = &mut self.lanes[lane_index];
-                match self.ports[lane.from].recv(&mut self.hdr, &mut self.buf) {
-                    Ok(None) => break,
-                    Ok(Some(len)) if len > self.buf.len() => {
-                        lane.io.rx_truncated += 1;
-                    }
-                    Ok(Some(len)) => {
-                        let now =
-                            u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        let mut data = lane.pipeline.take_buffer();
-                        data.extend_from_slice(&self.buf[..len]);
-                        lane.pipeline
-                            .push_offloaded(now, data, Offload::decode(&self.hdr));
-                        lane.io.rx_frames += 1;
-                        lane.io.rx_bytes += len as u64;
-                    }
-                    Err(_) => {
-                        lane.io.rx_errors += 1;
-                        break;
-                    }
+            let lane = &mut self.lanes[lane_index];
+            let got = match self.ports[lane.from].recv_many(&mut self.batch) {
+                Ok(n) => n,
+                Err(_) => {
+                    lane.io.rx_errors += 1;
+                    0
                 }
-                lane.changed = true;
-                got += 1;
+            };
+            if got == 0 {
+                return;
+            }
+            lane.changed = true;
+            let now = self.now_ns();
+            let lane = &mut self.lanes[lane_index];
+            for i in 0..got {
+                let (offload, bytes, truncated) = self.batch.frame(i);
+                if truncated {
+                    lane.io.rx_truncated += 1;
+                    continue;
+                }
+                let mut data = lane.pipeline.take_buffer();
+                data.extend_from_slice(bytes);
+                lane.pipeline.push_offloaded(now, data, offload);
+                lane.io.rx_frames += 1;
+                lane.io.rx_bytes += bytes.len() as u64;
             }
             // Zero-delay frames leave at once; delayed ones wait.
             let now = self.now_ns();
             self.release_all(now);
-            if got < BATCH {
-                break;
+            if got < self.batch.capacity() {
+                return;
             }
         }
     }

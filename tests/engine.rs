@@ -228,24 +228,9 @@ distribution = "normal"
 }
 
 /// Lengths of the runs of missing sequence numbers in `0..count`.
-fn loss_bursts(received: &[u32], count: u32) -> Vec<u32> {
+fn loss_bursts(received: &[u32], count: u32) -> Vec<u64> {
     let got: HashSet<u32> = received.iter().copied().collect();
-    let mut bursts = Vec::new();
-    let mut run = 0;
-    for seq in 0..count {
-        if got.contains(&seq) {
-            if run > 0 {
-                bursts.push(run);
-            }
-            run = 0;
-        } else {
-            run += 1;
-        }
-    }
-    if run > 0 {
-        bursts.push(run);
-    }
-    bursts
+    loss_runs((0..count).map(|seq| got.contains(&seq)))
 }
 
 #[test]
@@ -275,7 +260,7 @@ loss = { model = "gilbert-elliott", p = "2.5%", r = "22.5%" }
     assert_binomial("random loss", lost, n as usize, 0.10);
 
     let ge = udp_flow(&lab.lab, "a1", "b1", n, gap);
-    let mean = |b: &[u32]| b.iter().sum::<u32>() as f64 / b.len().max(1) as f64;
+    let mean = |b: &[u64]| b.iter().sum::<u64>() as f64 / b.len().max(1) as f64;
     let (rb, gb) = (loss_bursts(&random, n), loss_bursts(&ge, n));
     let (rm, gm) = (mean(&rb), mean(&gb));
     assert!(
@@ -301,29 +286,7 @@ fn rate_10mbit_holds_within_5_percent() {
     let profiles = "[profile.r10]\nrate = \"10mbit\"\n";
     let (_t, lab) = pairs_lab("r", 3, profiles, &["profile = \"r10\""]);
     let n = nodes(&lab.lab);
-    let mut server = testbed()
-        .args(["exec", &lab.lab, "b0", "--", "iperf3", "-s", "-1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut result = None;
-    for _ in 0..50 {
-        sleep(Duration::from_millis(100));
-        let out = run(&[
-            "exec", &lab.lab, "a0", "--", "iperf3", "-c", &n["b0"].1, "-t", "6", "-O", "2", "-J",
-        ]);
-        if out.status.success() {
-            result = Some(String::from_utf8_lossy(&out.stdout).into_owned());
-            break;
-        }
-    }
-    let _ = server.wait();
-    let json: serde_json::Value =
-        serde_json::from_str(&result.expect("iperf3 never connected")).unwrap();
-    let goodput = json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
+    let goodput = iperf3_tcp(&lab.lab, "b0", "a0", &n["b0"].1, &["-t", "6", "-O", "2"]);
     // The rate counts whole frames: a full-sized TCP segment is 1514 bytes on
     // the wire for 1448 bytes of payload (20 IP + 32 TCP with timestamps + 14 Ethernet).
     let wire = goodput * 1514.0 / 1448.0;

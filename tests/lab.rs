@@ -165,29 +165,7 @@ fn city_every_node_reaches_every_other_and_iperf3_runs() {
 
     // iperf3 TCP between two vehicles in different cells, across the router.
     let target = addrs["v021"][0].clone();
-    let mut server = testbed()
-        .args(["exec", &lab.lab, "v021", "--", "iperf3", "-s", "-1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut result = None;
-    for _ in 0..50 {
-        sleep(Duration::from_millis(100));
-        let out = run(&[
-            "exec", &lab.lab, "v001", "--", "iperf3", "-c", &target, "-t", "2", "-J",
-        ]);
-        if out.status.success() {
-            result = Some(String::from_utf8_lossy(&out.stdout).into_owned());
-            break;
-        }
-    }
-    let _ = server.wait();
-    let json: serde_json::Value =
-        serde_json::from_str(&result.expect("iperf3 client never connected")).unwrap();
-    let bps = json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
+    let bps = iperf3_tcp(&lab.lab, "v021", "v001", &target, &["-t", "2"]);
     assert!(bps > 50e6, "iperf3 measured only {bps} bit/s");
 
     // A process left running in a node is stopped by `down`.

@@ -2,6 +2,8 @@
 //! semantics measured over many frames, determinism, runtime changes, stages
 //! plugged in around the impairments, and properties over arbitrary input.
 
+mod common;
+
 use std::collections::HashMap;
 
 use proptest::prelude::*;
@@ -10,6 +12,8 @@ use testbed::emulation::pipeline::{
     MAX_DELAY_NS, MAX_JITTER_NS, ParamError, Pipeline, Rate, Released, Stage, direction_seed,
 };
 use testbed::emulation::{Distribution, Profile};
+
+use common::loss_runs;
 
 const US: u64 = 1_000;
 const MS: u64 = 1_000_000;
@@ -280,22 +284,7 @@ fn loss_bursts(released: &[Released], n: u64) -> Vec<u64> {
     for r in released {
         got[r.frame.seq as usize] = true;
     }
-    let mut bursts = Vec::new();
-    let mut run = 0;
-    for g in got {
-        if g {
-            if run > 0 {
-                bursts.push(run);
-            }
-            run = 0;
-        } else {
-            run += 1;
-        }
-    }
-    if run > 0 {
-        bursts.push(run);
-    }
-    bursts
+    loss_runs(got)
 }
 
 #[test]

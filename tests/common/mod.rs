@@ -177,3 +177,52 @@ impl Drop for ForeignNetns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// Lengths of the runs of `false` (lost frames) in `delivered`, in order.
+pub fn loss_runs(delivered: impl IntoIterator<Item = bool>) -> Vec<u64> {
+    let mut runs = Vec::new();
+    let mut run = 0;
+    for got in delivered {
+        if got {
+            if run > 0 {
+                runs.push(run);
+            }
+            run = 0;
+        } else {
+            run += 1;
+        }
+    }
+    if run > 0 {
+        runs.push(run);
+    }
+    runs
+}
+
+/// TCP throughput in bit/s, as the receiver counted it, of
+/// `iperf3 -c target EXTRA.. -J` run in node `client` against a one-shot
+/// server in node `server` (retried until the server listens).
+pub fn iperf3_tcp(lab: &str, server: &str, client: &str, target: &str, extra: &[&str]) -> f64 {
+    let mut srv = testbed()
+        .args(["exec", lab, server, "--", "iperf3", "-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut result = None;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut args = vec!["exec", lab, client, "--", "iperf3", "-c", target, "-J"];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        if out.status.success() {
+            result = Some(out.stdout);
+            break;
+        }
+    }
+    let _ = srv.wait();
+    let json: serde_json::Value =
+        serde_json::from_slice(&result.expect("iperf3 client never connected")).unwrap();
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("iperf3 reports bits_per_second")
+}

@@ -17,8 +17,10 @@ use super::raw::{RawFile, RawLab, Str};
 use super::wiring::{Context, Wiring};
 use super::{Backend, Lab, Link, Segment, Topology};
 
-/// Default `[lab] engine_busy_poll`: 200 µs.
-pub const DEFAULT_BUSY_POLL_NS: u64 = 200_000;
+/// Default `[lab] engine_busy_poll`: none (the engine sleeps when idle; CPU
+/// is worth more to a lab's agents than the tens of microseconds a wake-up
+/// costs).
+pub const DEFAULT_BUSY_POLL_NS: u64 = 0;
 /// Largest `[lab] engine_busy_poll`: 10 ms.
 pub const MAX_BUSY_POLL_NS: u64 = 10_000_000;
 

@@ -347,6 +347,21 @@ fn flood(lab: &Lab, k: usize, secs: f64) -> f64 {
     receiver.join().unwrap()
 }
 
+/// (steal, total) CPU ticks of the whole machine so far (`/proc/stat`): time
+/// the hypervisor ran something else while this VM wanted its vCPUs.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    (fields.get(7).copied().unwrap_or(0), fields.iter().sum())
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("bench links: needs root (namespaces); skipped");
@@ -358,6 +373,7 @@ fn main() {
         .position(|a| a == "--runs")
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(5);
+    let ticks0 = cpu_ticks();
     let mut rows: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut push = |key: &'static str, v: f64| rows.entry(key).or_default().push(v);
     for run in 1..=runs {
@@ -372,6 +388,10 @@ fn main() {
             let (d50, d99) = (percentile(&mut d, 0.5), percentile(&mut d, 0.99));
             push("busy_added_p50", e50 - d50);
             push("busy_added_p99", e99 - d99);
+            let owd = one_way(&lab, 2, 10_000, 3);
+            let mut err: Vec<f64> = owd.iter().map(|d| (d - 20_000.0).abs()).collect();
+            push("busy_delay_err_p50", percentile(&mut err, 0.5));
+            push("busy_delay_err_p99", percentile(&mut err, 0.99));
         }
         let lab = Lab::up(BUSY_DEFAULT);
         // Warm up neighbours and the engine.
@@ -415,6 +435,8 @@ fn main() {
         push("flood_direct_rx", flood(&lab, 1, 3.0));
     }
 
+    let ticks1 = cpu_ticks();
+    let steal = (ticks1.0 - ticks0.0) as f64 / (ticks1.1 - ticks0.1).max(1) as f64;
     let m = |k: &str| median(&rows[k]);
     // TCP goodput to wire rate: 1514-byte frames carry 1448 bytes of payload.
     let wire = 1514.0 / 1448.0;
@@ -425,9 +447,11 @@ fn main() {
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "Machine: kernel {}, {} CPUs; testbed at {commit}. Medians of {runs} run(s).\n",
+        "Machine: kernel {}, {} CPUs; testbed at {commit}. Medians of {runs} run(s). \
+         Host steal during the runs: {:.1} % of CPU time (the hypervisor running something else).\n",
         kernel.trim(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        steal * 100.0
     );
     println!("| figure | target | engine | direct veth (baseline) | ratio |");
     println!("|---|---|---|---|---|");
@@ -451,13 +475,18 @@ fn main() {
         m("busy_added_p99")
     );
     println!(
-        "| delay error at 10,000 pkt/s, 20 ms set: p50 / p99 | p99 ≤ 0.5 ms | **{:.0} / {:.0} µs** (median one-way {:.3} ms, {:.0} of 30,000 received) | one-way p50 / p99 {:.0} / {:.0} µs | – |",
+        "| delay error at 10,000 pkt/s, 20 ms set: p50 / p99, `engine_busy_poll = \"{BUSY_DEFAULT}\"` | p99 ≤ 0.5 ms | {:.0} / {:.0} µs (median one-way {:.3} ms, {:.0} of 30,000 received) | one-way p50 / p99 {:.0} / {:.0} µs | – |",
         m("delay_err_p50"),
         m("delay_err_p99"),
         m("delay_owd_p50") / 1000.0,
         m("delay_received"),
         m("direct_owd_p50"),
         m("direct_owd_p99")
+    );
+    println!(
+        "| the same, `engine_busy_poll = \"{BUSY_LATENCY}\"` | p99 ≤ 0.5 ms | **{:.0} / {:.0} µs** | – | – |",
+        m("busy_delay_err_p50"),
+        m("busy_delay_err_p99")
     );
     println!(
         "| TCP throughput, no impairment (iperf3, 5 s) | ≥ 5 Gbit/s | **{:.2} Gbit/s** | {:.2} Gbit/s | {:.2} |",

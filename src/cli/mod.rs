@@ -132,18 +132,25 @@ pub enum LinkCommand {
         /// Which direction: frames a sends, frames b sends, or both.
         #[arg(long, value_enum, default_value = "both")]
         dir: DirArg,
+        /// Mean one-way delay, e.g. 80ms.
         #[arg(long)]
         delay: Option<String>,
+        /// Spread of the delay (with the profile's distribution), e.g. 5ms.
         #[arg(long)]
         jitter: Option<String>,
+        /// Random loss, e.g. 5% (replaces any Gilbert-Elliott model).
         #[arg(long)]
         loss: Option<String>,
+        /// Chance a frame is sent twice, e.g. 1%.
         #[arg(long)]
         duplicate: Option<String>,
+        /// Chance one bit of a frame is flipped, e.g. 0.1%.
         #[arg(long)]
         corrupt: Option<String>,
+        /// Chance a frame skips the delay and overtakes the queue, e.g. 10%.
         #[arg(long)]
         reorder: Option<String>,
+        /// Serialisation rate, e.g. 10mbit.
         #[arg(long)]
         rate: Option<String>,
         /// Queue limit in packets.

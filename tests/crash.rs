@@ -1,6 +1,8 @@
-//! Crash safety: SIGKILL `testbed up` at several points of a 200-node lab,
-//! then `clean --all` must leave nothing of the lab, and must not touch a
-//! namespace or veth the test made itself with look-alike names.
+//! Crash safety: SIGKILL `testbed up` at several points of a 200-node lab
+//! (with a few links carried by the userspace engine), then `clean --all`
+//! must leave nothing of the lab (no namespace, no supervisor or engine
+//! process), and must not touch a namespace or veth the test made itself with
+//! look-alike names.
 
 mod common;
 
@@ -14,6 +16,7 @@ fn topology_200() -> String {
     r#"
 [lab]
 name = "x"
+backend = "userspace"
 
 [[node]]
 name = "r1"
@@ -32,6 +35,7 @@ kind = "vehicle"
 [[segment]]
 name = "back"
 members = ["r1", "srv"]
+profile = "lan"
 
 [[segment]]
 name = "cell"
@@ -40,8 +44,38 @@ members = ["r1", "cars"]
 [[link]]
 a = "srv"
 b = "r1"
+profile = "lan"
 "#
     .to_string()
+}
+
+/// Live (not zombie) `testbed supervise|engine LAB` processes.
+fn lab_processes(lab: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let dir = entry.path();
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let ours = args.iter().any(|a| a == "supervise" || a == "engine")
+            && args.last().is_some_and(|a| a == lab);
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z');
+        if ours && !zombie {
+            found.push(args.join(" "));
+        }
+    }
+    found
 }
 
 fn ip(args: &[&str]) {
@@ -70,11 +104,21 @@ fn sigkill_during_up_then_clean_all_leaves_nothing() {
     let t = Instant::now();
     let guard = LabGuard::up(&topo);
     let full = t.elapsed();
+    // A complete lab runs its supervisor and engine; `clean --all` (what a
+    // user runs when the orchestrator is gone) ends them with the lab.
+    assert_eq!(lab_processes(&lab).len(), 2, "supervisor and engine run");
+    let out = run(&["clean", "--all"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lab_processes(&lab).is_empty());
     drop(guard);
     assert_gone_except(&lab, &[&look1.0]);
 
     let mut partial_seen = 0;
-    for frac in [0.05, 0.2, 0.4, 0.6, 0.8] {
+    for frac in [0.05, 0.2, 0.4, 0.6, 0.8, 0.97] {
         let mut child = testbed()
             .args(["up", topo.path.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -95,6 +139,8 @@ fn sigkill_during_up_then_clean_all_leaves_nothing() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_gone_except(&lab, &[&look1.0]);
+        let left = lab_processes(&lab);
+        assert!(left.is_empty(), "processes of lab {lab} left: {left:?}");
         // The look-alikes survive, with the test's veth inside.
         assert_eq!(namespaces_with_prefix(&format!("tb-{lab}")), {
             let mut v = vec![look1.0.clone(), look2.0.clone()];

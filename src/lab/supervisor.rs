@@ -136,6 +136,7 @@ pub fn run(lab: &str) -> Result<(), LabError> {
             Err(e) => {
                 warn!(lab, "cannot start the engine: {e}");
                 record.children[0].last_exit = Some(format!("could not start: {e}"));
+                save(lab, &record);
                 sleep_unless(&stop, backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -145,26 +146,30 @@ pub fn run(lab: &str) -> Result<(), LabError> {
         entry.pid = child.id();
         entry.started = unix_now();
         save(lab, &record);
-        let status = loop {
+        // How the engine ended; `None` when asked to stop.
+        let exit = loop {
             if stop.load(Ordering::Relaxed) {
                 terminate(&mut child);
                 break None;
             }
             match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
+                Ok(Some(status)) => break Some(status.to_string()),
                 Ok(None) => std::thread::sleep(Duration::from_millis(50)),
                 Err(e) => {
+                    // Cannot watch it: end it and start a fresh one rather
+                    // than leave an engine nobody supervises.
                     warn!(lab, "waiting for the engine: {e}");
-                    break None;
+                    terminate(&mut child);
+                    break Some(format!("unwatchable ({e}), stopped"));
                 }
             }
         };
-        let Some(status) = status else { break };
-        warn!(lab, %status, "engine exited; restarting");
+        let Some(exit) = exit else { break };
+        warn!(lab, exit, "engine exited; restarting");
         let entry = &mut record.children[0];
         entry.pid = 0;
         entry.restarts += 1;
-        entry.last_exit = Some(status.to_string());
+        entry.last_exit = Some(exit);
         save(lab, &record);
         backoff = if started.elapsed() >= STABLE_RUN {
             MIN_BACKOFF

@@ -82,7 +82,6 @@ const RECV_BATCH: usize = 32;
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
-    ifindex: u32,
 }
 
 impl PacketSocket {
@@ -130,12 +129,7 @@ impl PacketSocket {
             unsafe { LinkAddr::from_raw((&raw const sll).cast::<libc::sockaddr>(), Some(len)) }
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad sockaddr_ll"))?;
         bind(fd.as_raw_fd(), &addr)?;
-        Ok(PacketSocket { fd, ifindex })
-    }
-
-    /// The interface this socket is bound to.
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
+        Ok(PacketSocket { fd })
     }
 }
 
@@ -146,7 +140,7 @@ pub struct RecvBatch {
     hdrs: Vec<[u8; VNET_HDR_LEN]>,
     bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
-    count: usize,
+    msgs: MsgVec,
 }
 
 impl RecvBatch {
@@ -156,22 +150,13 @@ impl RecvBatch {
             hdrs: vec![[0; VNET_HDR_LEN]; capacity],
             bufs: vec![vec![0; FRAME_BUF]; capacity],
             lens: vec![0; capacity],
-            count: 0,
+            msgs: MsgVec::default(),
         }
     }
 
     /// Most frames one read takes.
     pub fn capacity(&self) -> usize {
         self.bufs.len()
-    }
-
-    /// Frames in the batch.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// Frame `i`: its offload header, its bytes, and whether it was cut
@@ -195,42 +180,28 @@ impl PacketSocket {
     /// (`recvmmsg`), without blocking. Returns how many were read (0: none
     /// queued).
     pub fn recv_many(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.count = 0;
-        let n = batch.bufs.len();
-        let mut iovs: Vec<[libc::iovec; 2]> = batch
-            .hdrs
-            .iter_mut()
-            .zip(batch.bufs.iter_mut())
-            .map(|(h, b)| {
-                [
-                    libc::iovec {
-                        iov_base: h.as_mut_ptr().cast(),
-                        iov_len: h.len(),
-                    },
-                    libc::iovec {
-                        iov_base: b.as_mut_ptr().cast(),
-                        iov_len: b.len(),
-                    },
-                ]
-            })
-            .collect();
-        // SAFETY: `mmsghdr` is plain old data; all-zero is a valid value.
-        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; n];
-        for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-            m.msg_hdr.msg_iov = iov.as_mut_ptr();
-            m.msg_hdr.msg_iovlen = 2;
-        }
+        let RecvBatch {
+            hdrs,
+            bufs,
+            lens,
+            msgs,
+        } = batch;
+        let msgs = msgs.fill(
+            hdrs.iter_mut()
+                .zip(bufs.iter_mut())
+                .map(|(h, b)| ((h.as_mut_ptr(), h.len()), (b.as_mut_ptr(), b.len()))),
+        );
         let flags = libc::MSG_DONTWAIT | libc::MSG_TRUNC;
         let got = loop {
-            // SAFETY: `msgs` holds `n` headers, each pointing at two iovecs in
-            // `iovs` that point into `batch`'s header and frame buffers; all
-            // outlive the call and nothing else accesses them meanwhile. No
-            // names or control buffers are passed; no timeout.
+            // SAFETY: `msgs` was just filled: each header points at two
+            // iovecs for one of `batch`'s header and frame buffers, which
+            // outlive the call and nothing else accesses meanwhile. No names
+            // or control buffers are passed; no timeout.
             let rc = unsafe {
                 libc::recvmmsg(
                     self.fd.as_raw_fd(),
                     msgs.as_mut_ptr(),
-                    n as libc::c_uint,
+                    msgs.len() as libc::c_uint,
                     flags,
                     std::ptr::null_mut(),
                 )
@@ -242,46 +213,39 @@ impl PacketSocket {
                 Err(e) => return Err(e.into()),
             }
         };
-        for (len, m) in batch.lens.iter_mut().zip(&msgs[..got]) {
+        for (len, m) in lens.iter_mut().zip(&msgs[..got]) {
             *len = (m.msg_len as usize).saturating_sub(VNET_HDR_LEN);
         }
-        batch.count = got;
         Ok(got)
     }
 
     /// Sends frames with their offload headers in as few system calls as
-    /// possible (`sendmmsg`), without blocking. Returns, per frame in order,
-    /// whether it was sent (the error if not).
-    pub fn send_many(&self, frames: &[(Offload, Vec<u8>)], mut each: impl FnMut(io::Result<()>)) {
+    /// possible (`sendmmsg`), without blocking, using `scratch` for the
+    /// message arrays. Reports, per frame in order, whether it was sent (the
+    /// error if not).
+    pub fn send_many(
+        &self,
+        frames: &[(Offload, Vec<u8>)],
+        scratch: &mut SendScratch,
+        mut each: impl FnMut(io::Result<()>),
+    ) {
         let mut start = 0;
         while start < frames.len() {
             let chunk = &frames[start..(start + SEND_BATCH).min(frames.len())];
-            let hdrs: Vec<[u8; VNET_HDR_LEN]> = chunk.iter().map(|(o, _)| o.encode()).collect();
-            let mut iovs: Vec<[libc::iovec; 2]> = chunk
-                .iter()
-                .zip(&hdrs)
-                .map(|((_, data), h)| {
-                    [
-                        libc::iovec {
-                            iov_base: h.as_ptr() as *mut libc::c_void,
-                            iov_len: h.len(),
-                        },
-                        libc::iovec {
-                            iov_base: data.as_ptr() as *mut libc::c_void,
-                            iov_len: data.len(),
-                        },
-                    ]
-                })
-                .collect();
-            // SAFETY: `mmsghdr` is plain old data; all-zero is a valid value.
-            let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; chunk.len()];
-            for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-                m.msg_hdr.msg_iov = iov.as_mut_ptr();
-                m.msg_hdr.msg_iovlen = 2;
-            }
-            // SAFETY: `msgs` holds `chunk.len()` headers, each pointing at two
-            // iovecs in `iovs` that point into `hdrs` and the frames' buffers,
-            // all alive for the call; the kernel only reads through them.
+            scratch.hdrs.clear();
+            scratch.hdrs.extend(chunk.iter().map(|(o, _)| o.encode()));
+            // The kernel only reads through these pointers.
+            let msgs = scratch
+                .msgs
+                .fill(chunk.iter().zip(&scratch.hdrs).map(|((_, data), h)| {
+                    (
+                        (h.as_ptr().cast_mut(), h.len()),
+                        (data.as_ptr().cast_mut(), data.len()),
+                    )
+                }));
+            // SAFETY: `msgs` was just filled: each header points at two
+            // iovecs for a header in `scratch.hdrs` and a frame's buffer, all
+            // alive and unchanged for the call.
             let rc = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
@@ -306,6 +270,58 @@ impl PacketSocket {
             }
         }
     }
+}
+
+/// The `mmsghdr` and `iovec` arrays of one `recvmmsg`/`sendmmsg` call, kept
+/// so the packet path does not allocate once they have grown: each message
+/// is two buffers, the virtio-net header and the frame.
+#[derive(Default)]
+struct MsgVec {
+    iovs: Vec<[libc::iovec; 2]>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl std::fmt::Debug for MsgVec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MsgVec")
+            .field("capacity", &self.msgs.capacity())
+            .finish()
+    }
+}
+
+// SAFETY: the raw pointers inside are rewritten by `fill` right before each
+// system call and never dereferenced otherwise; a `MsgVec` owns no pointee,
+// so moving it to another thread moves nothing it points to.
+unsafe impl Send for MsgVec {}
+
+impl MsgVec {
+    /// One message per `((header, len), (frame, len))`; returns the headers.
+    fn fill(
+        &mut self,
+        parts: impl Iterator<Item = ((*mut u8, usize), (*mut u8, usize))>,
+    ) -> &mut [libc::mmsghdr] {
+        let iovec = |(base, len): (*mut u8, usize)| libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        self.iovs.clear();
+        self.iovs.extend(parts.map(|(h, d)| [iovec(h), iovec(d)]));
+        self.msgs.clear();
+        // SAFETY: `mmsghdr` is plain old data; all-zero is a valid value.
+        self.msgs.resize(self.iovs.len(), unsafe { mem::zeroed() });
+        for (m, iov) in self.msgs.iter_mut().zip(self.iovs.iter_mut()) {
+            m.msg_hdr.msg_iov = iov.as_mut_ptr();
+            m.msg_hdr.msg_iovlen = 2;
+        }
+        &mut self.msgs
+    }
+}
+
+/// Reusable buffers for [`PacketSocket::send_many`].
+#[derive(Debug, Default)]
+pub struct SendScratch {
+    hdrs: Vec<[u8; VNET_HDR_LEN]>,
+    msgs: MsgVec,
 }
 
 /// Sets an integer `SOL_PACKET` option to 1 (nix has neither
@@ -440,6 +456,7 @@ struct Lane {
     shared: Arc<LaneShared>,
     /// Frames popped from the pipeline, waiting to be sent and recycled.
     due: Vec<(Offload, Vec<u8>)>,
+    send: SendScratch,
     /// Something changed since the stats were last published.
     changed: bool,
 }
@@ -456,6 +473,7 @@ impl Lane {
                 ..LaneShared::default()
             }),
             due: Vec::new(),
+            send: SendScratch::default(),
             changed: true,
         }
     }
@@ -484,7 +502,7 @@ impl Lane {
         }
         self.changed = true;
         let io = &mut self.io;
-        port.send_many(&self.due, |result| match result {
+        port.send_many(&self.due, &mut self.send, |result| match result {
             Ok(()) => io.tx_frames += 1,
             Err(e) => {
                 io.tx_errors += 1;

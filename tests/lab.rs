@@ -452,8 +452,8 @@ fn namespace_removed_behind_our_back_is_reported_not_papered_over() {
 }
 
 #[test]
-fn backend_kernel_without_netem_is_refused_and_auto_says_not_applied() {
-    if !root_or_skip("backend_kernel_without_netem_is_refused_and_auto_says_not_applied") {
+fn backend_kernel_without_netem_is_refused_and_auto_uses_the_engine() {
+    if !root_or_skip("backend_kernel_without_netem_is_refused_and_auto_uses_the_engine") {
         return;
     }
     if std::path::Path::new("/proc/config.gz").exists() {

@@ -258,29 +258,34 @@ pub fn show(lab: &str, between: Option<(&str, &str)>) -> Result<Vec<Egress>, Lab
         .map(|end| {
             let (node, iface) = (&plan.nodes[end.0], plan.iface(end));
             let index = iface.index;
+            // The engine reports its own parameters and counters: netem's
+            // qdisc is read only when the kernel backend applies them.
+            let engine = report.is_some();
             let (qdisc, up) = in_node(node, move |nl| {
-                Ok((root_qdisc(nl, index)?, link_is_up(nl, index)?))
+                let qdisc = if engine {
+                    None
+                } else {
+                    Some(root_qdisc(nl, index)?)
+                };
+                Ok((qdisc, link_is_up(nl, index)?))
             })?;
-            let mut row = match (&report, qdisc) {
-                (Some(report), _) => plan
+            let mut row = match &report {
+                Some(report) => plan
                     .relay_of(end)
                     .and_then(|(relay, dir)| {
                         let link = report.links.iter().find(|l| l.name == relay.name)?;
                         Some(Egress::from_engine(link.direction(dir)))
                     })
                     .unwrap_or_default(),
-                (None, (Some(o), sent, dropped, queue_len)) => Egress {
-                    sent_packets: sent,
-                    dropped,
-                    queue_len,
-                    ..Egress::from_netem(&o)
-                },
-                (None, (None, sent, dropped, queue_len)) => Egress {
-                    sent_packets: sent,
-                    dropped,
-                    queue_len,
-                    ..Egress::default()
-                },
+                None => {
+                    let (netem, sent_packets, dropped, queue_len) = qdisc.unwrap_or_default();
+                    Egress {
+                        sent_packets,
+                        dropped,
+                        queue_len,
+                        ..netem.as_ref().map(Egress::from_netem).unwrap_or_default()
+                    }
+                }
             };
             if row.via.is_empty() {
                 row.via = "none";

@@ -5,6 +5,7 @@
 //! applied by [`lab`] over netlink into a live lab of namespaces and links.
 
 pub mod capture;
+pub mod cps;
 pub mod emulation;
 pub mod engine;
 pub mod lab;

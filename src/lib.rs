@@ -4,11 +4,15 @@
 //! [`topology::Topology`], turned by a pure function into a [`plan::Plan`], and
 //! applied by [`lab`] over netlink into a live lab of namespaces and links.
 
+pub mod agent;
 pub mod capture;
 pub mod cps;
 pub mod emulation;
 pub mod engine;
+pub mod events;
 pub mod lab;
+pub mod metrics;
 pub mod netlink;
 pub mod plan;
+pub mod privilege;
 pub mod topology;

@@ -2,8 +2,9 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Command, DirArg, LinkCommand};
 use testbed::capture::{self, Limits, Target};
-use testbed::lab::{self, UpOutcome, state};
+use testbed::lab::{self, UpOptions, UpOutcome, state};
 use testbed::plan::{self, Plan};
 use testbed::topology::{self, NodeKind, Topology};
 
@@ -25,7 +26,18 @@ pub fn run(command: Command) -> Result<ExitCode> {
             file,
             dry_run,
             json,
-        } => up(&file, dry_run, json),
+            out,
+            keylog,
+            metrics,
+        } => up(&file, dry_run, json, out, keylog, metrics),
+        Command::Events {
+            lab,
+            follow,
+            node,
+            kind,
+            json,
+        } => events(&lab, follow, node.as_deref(), kind.as_deref(), json),
+        Command::Logs { lab, node, follow } => logs(&lab, &node, follow),
         Command::Status { lab, json } => status(lab.as_deref(), json),
         Command::Exec { lab, node, command } => exec(&lab, &node, &command),
         Command::Shell { lab, node } => shell(&lab, &node),
@@ -103,7 +115,14 @@ fn check(file: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(file: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
+fn up(
+    file: &Path,
+    dry_run: bool,
+    json: bool,
+    out: Option<PathBuf>,
+    keylog: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
+) -> Result<ExitCode> {
     let topo = load(file)?;
     let mut plan = plan::build(&topo);
     if dry_run {
@@ -117,6 +136,15 @@ fn up(file: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let cwd = std::env::current_dir()?;
+    let out = cwd.join(out.unwrap_or_else(|| Path::new("testbed-out").join(&plan.lab)));
+    let options = UpOptions {
+        out: out.clone(),
+        keylog: keylog.map(|k| cwd.join(k)),
+        metrics: metrics
+            .map(|a| TcpListener::bind(a).with_context(|| format!("--metrics {a}")))
+            .transpose()?,
+    };
     let start = Instant::now();
     let bar = progress_bar();
     let report = |what: &str, done: usize, total: usize| {
@@ -126,7 +154,7 @@ fn up(file: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
             bar.set_message(what.to_string());
         }
     };
-    let outcome = lab::up(&plan, &report);
+    let outcome = lab::up(&plan, &options, &report);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -146,7 +174,104 @@ fn up(file: &Path, dry_run: bool, json: bool) -> Result<ExitCode> {
             state::Impairments::of(&plan.lab).map_or("unknown", |i| i.describe())
         ),
     }
+    let agents = plan.nodes.iter().filter(|n| n.role.is_some()).count();
+    if agents > 0 {
+        println!("{agents} agents ready; outputs in {}", out.display());
+        if let Some(l) = &options.metrics {
+            println!("metrics: http://{}/metrics", l.local_addr()?);
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The output folder of a lab that runs agents.
+fn out_dir(lab: &str) -> Result<PathBuf> {
+    testbed::lab::supervisor::out_dir(lab)
+        .with_context(|| format!("lab {lab} is not up, or runs no agents (see `testbed status`)"))
+}
+
+fn events(
+    lab: &str,
+    follow: bool,
+    node: Option<&str>,
+    kind: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let path = testbed::events::log_path(&out_dir(lab)?);
+    let show = |line: &str| -> Result<()> {
+        let record: testbed::events::Record = serde_json::from_str(line)
+            .with_context(|| format!("{}: not an event: {line}", path.display()))?;
+        if node.is_some_and(|n| n != record.node) || kind.is_some_and(|k| k != record.event.kind())
+        {
+            return Ok(());
+        }
+        let mut stdout = io::stdout().lock();
+        if json {
+            writeln!(stdout, "{line}")?;
+        } else {
+            let mut fields = serde_json::to_value(&record.event)?;
+            if let Some(map) = fields.as_object_mut() {
+                map.remove("kind");
+            }
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(record.ts_us);
+            writeln!(
+                stdout,
+                "{} {:>6} {:<12} {:<22} {}",
+                humantime::format_rfc3339_millis(time),
+                record.seq,
+                record.node,
+                record.event.kind(),
+                fields
+            )?;
+        }
+        Ok(())
+    };
+    tail_lines(&path, follow, lab, show)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(lab: &str, node: &str, follow: bool) -> Result<ExitCode> {
+    let path = testbed::lab::supervisor::agent_log(&out_dir(lab)?, node);
+    if !path.exists() {
+        bail!(
+            "{}: no such log; is {node} a node with a role in lab {lab}?",
+            path.display()
+        );
+    }
+    tail_lines(&path, follow, lab, |line| {
+        writeln!(io::stdout().lock(), "{line}")?;
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every complete line of `path`; with `follow`, then new ones as they are
+/// written, until the lab is gone.
+fn tail_lines(
+    path: &Path,
+    follow: bool,
+    lab: &str,
+    mut each: impl FnMut(&str) -> Result<()>,
+) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let file = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        let n = reader.read_line(&mut line)?;
+        if n > 0 && line.ends_with('\n') {
+            each(line.trim_end())?;
+            line.clear();
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        if !state::lab_dir(lab).exists() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn progress_bar() -> Option<ProgressBar> {

@@ -30,7 +30,7 @@ pub enum Command {
     },
     /// Build a lab from a topology file (namespaces, bridges, links, addresses, routes).
     #[command(
-        after_help = "Examples:\n  sudo testbed up topologies/city.toml --dry-run\n  sudo testbed up topologies/city.toml"
+        after_help = "Examples:\n  sudo testbed up topologies/city.toml --dry-run\n  sudo testbed up topologies/city.toml --keylog keys.log --metrics 127.0.0.1:9464"
     )]
     Up {
         file: PathBuf,
@@ -40,6 +40,47 @@ pub enum Command {
         /// With --dry-run: print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// The lab's output folder: events.jsonl, logs/NODE.log, results
+        /// [default: testbed-out/LAB]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Append the agents' TLS secrets to this file (NSS key log format),
+        /// so Wireshark and tshark decrypt captured QUIC.
+        #[arg(long)]
+        keylog: Option<PathBuf>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// Show the typed events of a lab's agents (events.jsonl), or follow them live.
+    #[command(
+        after_help = "Examples:\n  testbed events city --follow\n  testbed events city --node controller --kind input-rejected --json"
+    )]
+    Events {
+        lab: String,
+        /// Keep printing new events as they arrive (Ctrl-C ends).
+        #[arg(short, long)]
+        follow: bool,
+        /// Only events of this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Only events of this kind (e.g. agent-exited, input-rejected).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Print the stored JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one node's agent log (stdout and stderr of its agent).
+    #[command(
+        after_help = "Examples:\n  testbed logs city controller\n  testbed logs city s-temp --follow"
+    )]
+    Logs {
+        lab: String,
+        node: String,
+        /// Keep printing new lines as they arrive (Ctrl-C ends).
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Show labs, or one lab's nodes, segments, links, addresses and backend.
     #[command(after_help = "Examples:\n  testbed status\n  testbed status city --json")]
@@ -218,5 +259,6 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -182,7 +182,7 @@ pub fn run(lab: &str) -> Result<(), EngineError> {
             io::Error::last_os_error()
         );
     }
-    drop_privileges()?;
+    crate::privilege::drop_to_nobody().map_err(EngineError::Privileges)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
@@ -191,22 +191,5 @@ pub fn run(lab: &str) -> Result<(), EngineError> {
     std::thread::spawn(move || control::serve(&listener, &handles));
     relay.run(&stop, busy_poll)?;
     info!(lab, "engine stopped");
-    Ok(())
-}
-
-/// Become `nobody` with no supplementary groups and no capabilities, and
-/// forbid gaining privileges again (setuid binaries, file capabilities).
-fn drop_privileges() -> Result<(), EngineError> {
-    use nix::unistd::{Gid, Uid, User, setgroups, setresgid, setresuid};
-    let (uid, gid) = User::from_name("nobody")
-        .ok()
-        .flatten()
-        .map_or((Uid::from_raw(65534), Gid::from_raw(65534)), |u| {
-            (u.uid, u.gid)
-        });
-    setgroups(&[]).map_err(EngineError::Privileges)?;
-    setresgid(gid, gid, gid).map_err(EngineError::Privileges)?;
-    setresuid(uid, uid, uid).map_err(EngineError::Privileges)?;
-    nix::sys::prctl::set_no_new_privs().map_err(EngineError::Privileges)?;
     Ok(())
 }

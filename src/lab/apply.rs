@@ -8,15 +8,19 @@
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tracing::{debug, info};
 
 use super::journal::{Entry, Journal};
 use super::state::Impairments;
+use super::supervisor::AgentChild;
 use super::{LabError, state, supervisor, teardown};
+use crate::agent::identity::{self, Subject};
+use crate::agent::{self, AgentConfig};
 use crate::emulation::kernel;
-use crate::emulation::pipeline::DirectionParams;
+use crate::emulation::pipeline::{Direction, DirectionParams, direction_seed};
 use crate::engine;
 use crate::netlink::{Netlink, netns, ops};
 use crate::plan::{IfacePlan, NodePlan, Plan, RelaySide, owner_tag};
@@ -24,6 +28,23 @@ use crate::topology::Backend;
 
 /// How long `up` waits for the engine to answer on its control socket.
 const ENGINE_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long `up` waits for agents: this, plus [`AGENT_READY_EACH`] per agent.
+const AGENTS_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const AGENT_READY_EACH: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// What `up` does beyond the topology: where outputs go, and the optional
+/// key log and metrics endpoint for the lab's agents.
+#[derive(Debug)]
+pub struct UpOptions {
+    /// The lab's output folder (events, agent logs, application results);
+    /// made if missing, left in place by `down`.
+    pub out: PathBuf,
+    /// Append every agent's TLS secrets here (NSS key log format).
+    pub keylog: Option<PathBuf>,
+    /// Serve Prometheus metrics on this listener (made in the caller's
+    /// namespace, so it is reachable from the host).
+    pub metrics: Option<std::net::TcpListener>,
+}
 
 /// Progress callback: (what, done, total).
 pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
@@ -44,7 +65,7 @@ struct Made {
 
 /// Bring a lab up. Validates that nothing of it exists, journals, creates, and
 /// on any failure removes everything it created before returning the error.
-pub fn up(plan: &Plan, progress: Progress) -> Result<UpOutcome, LabError> {
+pub fn up(plan: &Plan, options: &UpOptions, progress: Progress) -> Result<UpOutcome, LabError> {
     require_root()?;
     let lab = &plan.lab;
     // Before the lock, which makes the state folder: a refusal leaves nothing.
@@ -75,7 +96,7 @@ pub fn up(plan: &Plan, progress: Progress) -> Result<UpOutcome, LabError> {
     if applied == Impairments::Userspace {
         plan.route_through_engine();
     }
-    let result = create(&plan, applied, progress);
+    let result = create(&plan, applied, options, progress);
     if let Err(err) = result {
         let rollback = teardown::remove_locked(lab).err();
         return Err(LabError::RolledBack {
@@ -94,7 +115,12 @@ fn require_root() -> Result<(), LabError> {
     }
 }
 
-fn create(plan: &Plan, applied: Impairments, progress: Progress) -> Result<(), LabError> {
+fn create(
+    plan: &Plan,
+    applied: Impairments,
+    options: &UpOptions,
+    progress: Progress,
+) -> Result<(), LabError> {
     let lab = &plan.lab;
     let t0 = std::time::Instant::now();
     let mut journal = Journal::open(&state::journal_path(lab))?;
@@ -255,18 +281,107 @@ fn create(plan: &Plan, applied: Impairments, progress: Progress) -> Result<(), L
         }
     }
     debug!(lab, elapsed = ?t0.elapsed(), "links done");
-    if !plan.relays.is_empty() {
-        let config = engine::Config::for_plan(plan);
-        state::write_atomic(&engine::config_path(lab), &config.to_json()?)?;
-        supervisor::start(plan)?;
-        supervisor::wait_engine(lab, ENGINE_READY_TIMEOUT)?;
-        debug!(lab, elapsed = ?t0.elapsed(), "engine ready");
+    state::write_atomic(&state::hosts_path(lab), plan.hosts_file().as_bytes())?;
+    let agents: Vec<AgentChild> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            n.role.as_ref().map(|role| AgentChild {
+                node: n.name.clone(),
+                role: role.clone(),
+            })
+        })
+        .collect();
+    if !plan.relays.is_empty() || !agents.is_empty() {
+        if !plan.relays.is_empty() {
+            let config = engine::Config::for_plan(plan);
+            state::write_atomic(&engine::config_path(lab), &config.to_json()?)?;
+        }
+        if !agents.is_empty() {
+            prepare_agents(plan, options)?;
+            debug!(lab, elapsed = ?t0.elapsed(), "agents prepared");
+        }
+        let metrics = options
+            .metrics
+            .as_ref()
+            .map(|l| l.try_clone())
+            .transpose()?;
+        let config = supervisor::Config {
+            engine: !plan.relays.is_empty(),
+            out: options.out.clone(),
+            metrics: metrics
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.to_string()),
+            agents,
+        };
+        supervisor::start(plan, &config, metrics)?;
+        if config.engine {
+            supervisor::wait_engine(lab, ENGINE_READY_TIMEOUT)?;
+            debug!(lab, elapsed = ?t0.elapsed(), "engine ready");
+        }
+        if !config.agents.is_empty() {
+            let n = config.agents.len();
+            let timeout = AGENTS_READY_TIMEOUT + AGENT_READY_EACH * n as u32;
+            supervisor::wait_agents(lab, &options.out, n, timeout)?;
+            debug!(lab, elapsed = ?t0.elapsed(), agents = n, "agents ready");
+        }
     }
 
-    state::write_atomic(&state::hosts_path(lab), plan.hosts_file().as_bytes())?;
     let json = serde_json::to_vec_pretty(plan).map_err(std::io::Error::other)?;
     state::write_atomic(&state::plan_path(lab), &json)?;
     journal.append(&[Entry::Complete])?;
+    Ok(())
+}
+
+/// The lab's PKI (a CA and a certificate for every node), the output folder,
+/// the key log, and one config per agent (`agents/`, 0700).
+fn prepare_agents(plan: &Plan, options: &UpOptions) -> Result<(), LabError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let lab = &plan.lab;
+    let subjects: Vec<Subject> = plan
+        .nodes
+        .iter()
+        .map(|n| Subject {
+            name: &n.name,
+            addrs: n
+                .ifaces
+                .iter()
+                .flat_map(|i| [Some(i.addr.addr()), i.addr6.map(|a| a.addr())])
+                .flatten()
+                .collect(),
+        })
+        .collect();
+    identity::issue(lab, &subjects).map_err(|e| LabError::Agents(e.to_string()))?;
+    fs::create_dir_all(options.out.join("logs"))?;
+    if let Some(k) = &options.keylog {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(k)?;
+    }
+    let dir = state::lab_dir(lab).join("agents");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)?;
+    for (index, node) in plan.nodes.iter().enumerate() {
+        let Some(role) = &node.role else { continue };
+        let config = AgentConfig {
+            lab: lab.clone(),
+            node: node.name.clone(),
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            role: role.clone(),
+            options: node.options.clone(),
+            netns: node.netns.clone(),
+            out: options.out.clone(),
+            keylog: options.keylog.clone(),
+            seed: direction_seed(plan.seed, &node.name, Direction::AToB),
+        };
+        let json = serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?;
+        state::write_atomic(&agent::config_path(lab, &node.name), &json)?;
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ mod status;
 pub mod supervisor;
 mod teardown;
 
-pub use apply::{Progress, UpOutcome, up};
+pub use apply::{Progress, UpOptions, UpOutcome, up};
 pub use enter::enter_node;
 pub use status::{IfaceStatus, LinkStatus, NodeStatus, SegmentStatus, Status, status};
 pub use supervisor::run as supervise;
@@ -53,6 +53,15 @@ pub enum LabError {
     #[error("the userspace engine of lab {lab} did not start: {cause}; engine log: {log}")]
     EngineNotReady {
         lab: String,
+        cause: String,
+        log: String,
+    },
+    #[error("preparing agents: {0}")]
+    Agents(String),
+    #[error("agents of lab {lab} are not ready: {node}: {cause}; its log: {log}")]
+    AgentsNotReady {
+        lab: String,
+        node: String,
         cause: String,
         log: String,
     },

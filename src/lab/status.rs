@@ -164,7 +164,7 @@ fn engine_status(plan: &Plan) -> Option<EngineStatus> {
     }
     let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
     let record = supervisor::read(&plan.lab);
-    let child = record.as_ref().and_then(|r| r.children.first());
+    let child = record.as_ref().and_then(|r| r.engine());
     Some(EngineStatus {
         links: plan.relays.len(),
         supervisor_pid: record.as_ref().map(|r| r.pid),

@@ -117,6 +117,12 @@ pub struct NodePlan {
     pub sysctls: Vec<(String, String)>,
     pub ifaces: Vec<IfacePlan>,
     pub routes: Vec<RoutePlan>,
+    /// The agent role the node runs, if any (validated with the topology).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The role's options, as the topology gives them.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub options: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -288,6 +294,8 @@ pub fn build(topo: &Topology) -> Plan {
             sysctls: sysctls(n.kind, topo.lab.pool6.is_some()),
             ifaces: Vec::new(),
             routes: Vec::new(),
+            role: n.role.clone(),
+            options: n.options.clone(),
         })
         .collect();
 

@@ -127,6 +127,8 @@ impl Nodes {
             name.span(),
             Named::Node(self.drafts.len()),
         )?;
+        let options = options(raw.options.as_ref())?;
+        let role = role(raw.role.as_ref(), raw.options.as_ref(), &options)?;
         let node = Node {
             name: name.get_ref().clone(),
             kind: kind(&raw.kind)?,
@@ -136,8 +138,8 @@ impl Nodes {
                 .map(|p| point(p, "position"))
                 .transpose()?,
             group: None,
-            role: raw.role.as_ref().map(|r| r.get_ref().clone()),
-            options: options(raw.options.as_ref())?,
+            role,
+            options,
         };
         let addresses = static_addresses(raw)?;
         self.drafts.push(NodeDraft {
@@ -164,6 +166,7 @@ impl Nodes {
         )?;
         let kind = kind(&raw.kind)?;
         let options = options(raw.options.as_ref())?;
+        let role = role(raw.role.as_ref(), raw.options.as_ref(), &options)?;
         let mut positions = placement(raw, seed, count)?.into_iter();
         for index in start..start + count as u64 {
             let node_name = template.render(index);
@@ -181,7 +184,7 @@ impl Nodes {
                     kind,
                     position: positions.next(),
                     group: Some(name.get_ref().clone()),
-                    role: raw.role.as_ref().map(|r| r.get_ref().clone()),
+                    role: role.clone(),
                     options: options.clone(),
                 },
                 span: name.span(),
@@ -289,6 +292,32 @@ fn static_addresses(raw: &RawNode) -> Checked<Vec<StaticAddr>> {
             })
         })
         .collect()
+}
+
+/// A role the agents know, with options it accepts: an unknown role is an
+/// error at the role, bad options at the options table.
+fn role(
+    raw: Option<&Str>,
+    raw_options: Option<&Spanned<toml::Table>>,
+    options: &serde_json::Value,
+) -> Checked<Option<String>> {
+    let Some(raw) = raw else {
+        if let Some(o) = raw_options {
+            return Err(Issue::new(
+                o.span(),
+                "options given, but no role to take them",
+            ));
+        }
+        return Ok(None);
+    };
+    match crate::agent::Role::parse(raw.get_ref(), options) {
+        Ok(_) => Ok(Some(raw.get_ref().clone())),
+        Err(e @ crate::agent::RoleError::Unknown(_)) => Err(Issue::new(raw.span(), e.to_string())),
+        Err(e) => Err(Issue::new(
+            raw_options.map_or(raw.span(), |o| o.span()),
+            e.to_string(),
+        )),
+    }
 }
 
 /// Role options as JSON; `null` when absent.

@@ -1,0 +1,88 @@
+//! The roles a node can run, by name. Each role is a module with an
+//! `Options` type (parsed, with unknown keys refused, when the topology is
+//! checked), a privileged `prepare` step (files it needs, opened before the
+//! agent drops root) and an async `run`.
+
+use serde::de::DeserializeOwned;
+
+use super::transport::Limits;
+use super::{AgentConfig, AgentError, Context, heartbeat};
+
+/// Every role name a topology may use.
+pub const ROLES: [&str; 1] = ["heartbeat"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error("unknown role {0:?}; known roles: {known}", known = ROLES.join(", "))]
+    Unknown(String),
+    #[error("options of role {role}: {message}")]
+    Options { role: String, message: String },
+}
+
+/// A role with its validated options.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Role {
+    Heartbeat(heartbeat::Options),
+}
+
+fn options<T: DeserializeOwned>(role: &str, value: &serde_json::Value) -> Result<T, RoleError> {
+    let value = if value.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        value.clone()
+    };
+    serde_json::from_value(value).map_err(|e| RoleError::Options {
+        role: role.to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl Role {
+    /// The role `name` with `options` (JSON `null` = none given).
+    pub fn parse(name: &str, value: &serde_json::Value) -> Result<Role, RoleError> {
+        let invalid = |message: String| RoleError::Options {
+            role: name.to_string(),
+            message,
+        };
+        match name {
+            "heartbeat" => {
+                let o: heartbeat::Options = options(name, value)?;
+                o.interval().map_err(invalid)?;
+                Ok(Role::Heartbeat(o))
+            }
+            _ => Err(RoleError::Unknown(name.to_string())),
+        }
+    }
+
+    /// The privileged step: open what the role needs while still root.
+    pub(super) fn prepare(self, _config: &AgentConfig) -> Result<Prepared, AgentError> {
+        Ok(match self {
+            Role::Heartbeat(o) => Prepared::Heartbeat(o),
+        })
+    }
+}
+
+/// A role ready to run unprivileged.
+pub(super) enum Prepared {
+    Heartbeat(heartbeat::Options),
+}
+
+impl Prepared {
+    /// Whether the role accepts connections.
+    pub fn serves(&self) -> bool {
+        match self {
+            Prepared::Heartbeat(_) => true,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits::default()
+    }
+
+    pub async fn run(self, ctx: Context) -> Result<(), AgentError> {
+        match self {
+            Prepared::Heartbeat(o) => heartbeat::run(o, ctx).await,
+        }
+        Ok(())
+    }
+}

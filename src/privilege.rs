@@ -1,0 +1,21 @@
+//! Giving up root: the engine and every agent open what they need as root
+//! (sockets, namespaces, key files), then become `nobody` with no
+//! supplementary groups and no capabilities (a root process that changes all
+//! its uids to non-zero loses its capabilities), and can never regain them
+//! (`no_new_privs`).
+
+use nix::unistd::{Gid, Uid, User, setgroups, setresgid, setresuid};
+
+/// Become `nobody` (uid/gid 65534 if the user database has no entry).
+pub fn drop_to_nobody() -> nix::Result<()> {
+    let (uid, gid) = User::from_name("nobody")
+        .ok()
+        .flatten()
+        .map_or((Uid::from_raw(65534), Gid::from_raw(65534)), |u| {
+            (u.uid, u.gid)
+        });
+    setgroups(&[])?;
+    setresgid(gid, gid, gid)?;
+    setresuid(uid, uid, uid)?;
+    nix::sys::prctl::set_no_new_privs()
+}

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use super::{Context, connect, serve};
 use crate::events::Event;
 
+/// Connections a heartbeat agent serves at once (a hub for a 1,000-car fleet).
+const MAX_CONNECTIONS: usize = 2048;
 /// A heartbeat is the sender's clock (unix µs), echoed back unchanged.
 const HEARTBEAT_LEN: usize = 8;
 
@@ -37,7 +39,7 @@ impl Options {
 
 pub async fn run(options: Options, ctx: Context) {
     let interval = options.interval().unwrap_or(Duration::from_secs(1));
-    let server = tokio::spawn(serve(ctx.clone(), echo));
+    let server = tokio::spawn(serve(ctx.clone(), MAX_CONNECTIONS, echo));
     let Some(peer) = options.to else {
         ctx.ready();
         let _ = server.await;

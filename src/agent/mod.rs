@@ -25,8 +25,6 @@ use crate::lab::state;
 pub struct AgentConfig {
     pub lab: String,
     pub node: String,
-    /// The node's position in the topology: a stable small id (sensor ids).
-    pub index: u32,
     pub role: String,
     pub options: serde_json::Value,
     /// The node's network namespace.

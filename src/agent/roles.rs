@@ -7,9 +7,10 @@ use serde::de::DeserializeOwned;
 
 use super::transport::Limits;
 use super::{AgentConfig, AgentError, Context, heartbeat};
+use crate::cps::{controller, sensor};
 
 /// Every role name a topology may use.
-pub const ROLES: [&str; 1] = ["heartbeat"];
+pub const ROLES: [&str; 3] = ["heartbeat", "cps-sensor", "cps-controller"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
@@ -23,6 +24,8 @@ pub enum RoleError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Role {
     Heartbeat(heartbeat::Options),
+    CpsSensor(sensor::Options),
+    CpsController(controller::Options),
 }
 
 fn options<T: DeserializeOwned>(role: &str, value: &serde_json::Value) -> Result<T, RoleError> {
@@ -50,14 +53,28 @@ impl Role {
                 o.interval().map_err(invalid)?;
                 Ok(Role::Heartbeat(o))
             }
+            "cps-sensor" => {
+                let o: sensor::Options = options(name, value)?;
+                o.interval().map_err(invalid)?;
+                Ok(Role::CpsSensor(o))
+            }
+            "cps-controller" => {
+                let o: controller::Options = options(name, value)?;
+                o.validate().map_err(invalid)?;
+                Ok(Role::CpsController(o))
+            }
             _ => Err(RoleError::Unknown(name.to_string())),
         }
     }
 
     /// The privileged step: open what the role needs while still root.
-    pub(super) fn prepare(self, _config: &AgentConfig) -> Result<Prepared, AgentError> {
+    pub(super) fn prepare(self, config: &AgentConfig) -> Result<Prepared, AgentError> {
         Ok(match self {
             Role::Heartbeat(o) => Prepared::Heartbeat(o),
+            Role::CpsSensor(o) => Prepared::CpsSensor(sensor::Sensor::prepare(o, config)?),
+            Role::CpsController(o) => {
+                Prepared::CpsController(controller::Controller::prepare(o, config)?)
+            }
         })
     }
 }
@@ -65,24 +82,34 @@ impl Role {
 /// A role ready to run unprivileged.
 pub(super) enum Prepared {
     Heartbeat(heartbeat::Options),
+    CpsSensor(sensor::Sensor),
+    CpsController(controller::Controller),
 }
 
 impl Prepared {
     /// Whether the role accepts connections.
     pub fn serves(&self) -> bool {
         match self {
-            Prepared::Heartbeat(_) => true,
+            Prepared::Heartbeat(_) | Prepared::CpsController(_) => true,
+            Prepared::CpsSensor(_) => false,
         }
     }
 
     pub fn limits(&self) -> Limits {
-        Limits::default()
+        match self {
+            Prepared::CpsController(_) => controller::Controller::limits(),
+            _ => Limits::default(),
+        }
     }
 
     pub async fn run(self, ctx: Context) -> Result<(), AgentError> {
         match self {
-            Prepared::Heartbeat(o) => heartbeat::run(o, ctx).await,
+            Prepared::Heartbeat(o) => {
+                heartbeat::run(o, ctx).await;
+                Ok(())
+            }
+            Prepared::CpsSensor(s) => s.run(ctx).await,
+            Prepared::CpsController(c) => c.run(ctx).await,
         }
-        Ok(())
     }
 }

@@ -27,8 +27,6 @@ use crate::netlink::netns;
 const UPSTREAM_QUEUE: usize = 1024;
 /// Rejection events per reason and second; the rest are summarised.
 const REJECT_EVENTS_PER_SECOND: u32 = 10;
-/// Connections a serving agent holds at once (CWE-770); more are refused.
-const MAX_CONNECTIONS: usize = 2048;
 
 /// `testbed agent LAB NODE`: everything privileged first, then the role.
 pub fn run(lab: &str, node: &str) -> Result<(), AgentError> {
@@ -399,21 +397,22 @@ pub async fn connect(ctx: &Context, peer: &str) -> Result<quinn::Connection, Con
     Ok(conn)
 }
 
-/// Accept connections for as long as the endpoint lives; each handshake runs
+/// Accept connections for as long as the endpoint lives, at most
+/// `max_connections` at once (CWE-770; more are refused); each handshake runs
 /// in its own task. A refused handshake (no certificate, or one from another
 /// CA) becomes a `peer-refused` event; an accepted one is handed to `handler`
 /// with the node name its certificate carries.
-pub async fn serve<F, Fut>(ctx: Context, handler: F)
+pub async fn serve<F, Fut>(ctx: Context, max_connections: usize, handler: F)
 where
     F: Fn(Context, quinn::Connection, String) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     while let Some(incoming) = ctx.endpoint().accept().await {
-        if ctx.endpoint().open_connections() > MAX_CONNECTIONS {
+        if ctx.endpoint().open_connections() >= max_connections {
             ctx.reject(
                 &incoming.remote_address().to_string(),
                 Reason::OverLimit,
-                format!("more than {MAX_CONNECTIONS} connections"),
+                format!("more than {max_connections} connections"),
             );
             incoming.refuse();
             continue;

@@ -366,12 +366,11 @@ fn prepare_agents(plan: &Plan, options: &UpOptions) -> Result<(), LabError> {
         .mode(0o700)
         .recursive(true)
         .create(&dir)?;
-    for (index, node) in plan.nodes.iter().enumerate() {
+    for node in &plan.nodes {
         let Some(role) = &node.role else { continue };
         let config = AgentConfig {
             lab: lab.clone(),
             node: node.name.clone(),
-            index: u32::try_from(index).unwrap_or(u32::MAX),
             role: role.clone(),
             options: node.options.clone(),
             netns: node.netns.clone(),

@@ -1,0 +1,196 @@
+//! `cps-sensor`: one of seed 002's six sensors. Every `interval` it takes a
+//! value from its model, seals it (AES-256-GCM under the session key it
+//! shares with the controller; nonce = its id ‖ a counter that survives
+//! restarts) and sends it as a QUIC datagram; the controller's sealed ACK
+//! gives the round trip.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::counter::NonceCounter;
+use super::model::ValueModel;
+use super::reading::{Ack, Reading, SensorKind};
+use super::seal::{self, Frame, FrameKind, SessionKeys};
+use super::{sensor_id, session_keys};
+use crate::agent::{AgentConfig, AgentError, Context, connect, peer_cert, state_file};
+use crate::events::{Event, Reason, unix_us};
+
+/// Readings awaiting an ACK, oldest first; older ones are forgotten (dropped).
+const MAX_PENDING: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// temperature, motion, humidity, door, smoke or energy.
+    pub sensor: SensorKind,
+    /// Time between readings (default "1s", at least "1ms").
+    pub interval: Option<String>,
+    /// The controller's node name (default "controller").
+    pub controller: Option<String>,
+}
+
+impl Options {
+    pub fn interval(&self) -> Result<Duration, String> {
+        let Some(text) = &self.interval else {
+            return Ok(Duration::from_secs(1));
+        };
+        let d = humantime::parse_duration(text)
+            .map_err(|e| format!("interval {text:?}: {e} (expected a duration like \"1s\")"))?;
+        if d < Duration::from_millis(1) {
+            return Err(format!("interval {text:?} is below the minimum of 1ms"));
+        }
+        Ok(d)
+    }
+
+    fn controller(&self) -> &str {
+        self.controller.as_deref().unwrap_or("controller")
+    }
+}
+
+/// A sensor with its nonce counter open (a root-owned 0600 file).
+pub struct Sensor {
+    options: Options,
+    counter: NonceCounter,
+}
+
+impl Sensor {
+    pub fn prepare(options: Options, config: &AgentConfig) -> Result<Sensor, AgentError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = state_file(&config.lab, &config.node, "counter");
+        let io = |source| AgentError::Io {
+            what: format!("nonce counter {}", path.display()),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let counter = NonceCounter::open(file).map_err(io)?;
+        Ok(Sensor { options, counter })
+    }
+
+    pub async fn run(mut self, ctx: Context) -> Result<(), AgentError> {
+        let interval = self.options.interval().unwrap_or(Duration::from_secs(1));
+        let controller = self.options.controller().to_string();
+        let me = ctx.node().to_string();
+        let mut model = ValueModel::new(self.options.sensor, ctx.config().seed);
+        tracing::info!(
+            sensor = %self.options.sensor,
+            id = sensor_id(&me),
+            next_counter = self.counter.peek(),
+            "nonce counter resumes"
+        );
+        let mut ready = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let conn = match connect(&ctx, &controller).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(controller, "connect: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let Some(cert) = peer_cert(&conn) else {
+                conn.close(1u32.into(), b"no certificate");
+                continue;
+            };
+            let keys = session_keys(ctx.identity(), &cert, true, &me)?;
+            if !ready {
+                ctx.ready();
+                ready = true;
+            }
+            let reason = self
+                .session(&ctx, &conn, &keys, &mut model, interval)
+                .await?;
+            ctx.event(Event::PeerLost {
+                peer: controller.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Send readings and match ACKs until the connection ends (its reason).
+    async fn session(
+        &mut self,
+        ctx: &Context,
+        conn: &quinn::Connection,
+        keys: &SessionKeys,
+        model: &mut ValueModel,
+        interval: Duration,
+    ) -> Result<String, AgentError> {
+        let id = sensor_id(ctx.node());
+        let peer = self.options.controller().to_string();
+        let mut pending: VecDeque<(u64, u64)> = VecDeque::new();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let counter = self.counter.next().map_err(|source| AgentError::Io {
+                        what: "advancing the nonce counter".into(),
+                        source,
+                    })?;
+                    let now = unix_us();
+                    let reading = Reading {
+                        sensor_id: id,
+                        kind: self.options.sensor,
+                        counter,
+                        timestamp_us: now,
+                        value: model.next(now as f64 / 1e6),
+                    };
+                    let frame = seal::seal_reading(keys, &reading);
+                    if let Err(e) = conn.send_datagram(frame.into()) {
+                        return Ok(e.to_string());
+                    }
+                    ctx.metrics().sent += 1;
+                    if pending.len() == MAX_PENDING {
+                        pending.pop_front();
+                    }
+                    pending.push_back((counter, now));
+                }
+                d = conn.read_datagram() => {
+                    let d = match d {
+                        Ok(d) => d,
+                        Err(e) => return Ok(e.to_string()),
+                    };
+                    match open_ack(keys, &d) {
+                        Ok(ack) => {
+                            if let Some(i) = pending.iter().position(|(c, _)| *c == ack.counter) {
+                                let (_, sent) = pending.remove(i).unwrap_or_default();
+                                let mut m = ctx.metrics();
+                                m.received += 1;
+                                m.latency.observe(unix_us().saturating_sub(sent) as f64 / 1e6);
+                            }
+                        }
+                        Err((reason, detail)) => ctx.reject(&peer, reason, detail),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn open_ack(keys: &SessionKeys, bytes: &[u8]) -> Result<Ack, (Reason, String)> {
+    let frame = Frame::parse(bytes).map_err(|e| {
+        let reason = if bytes.len() > seal::MAX_FRAME {
+            Reason::Oversize
+        } else {
+            Reason::Malformed
+        };
+        (reason, e.to_string())
+    })?;
+    if frame.kind != FrameKind::Ack {
+        return Err((Reason::Malformed, "expected an ACK frame".into()));
+    }
+    let plain = seal::open(keys, &frame).map_err(|e| (Reason::Undecryptable, e.to_string()))?;
+    Ack::decode(&plain).map_err(|e| (Reason::Malformed, e.to_string()))
+}

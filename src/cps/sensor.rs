@@ -29,6 +29,18 @@ pub struct Options {
     pub interval: Option<String>,
     /// The controller's node name (default "controller").
     pub controller: Option<String>,
+    /// "datagram" (default): each reading is one QUIC datagram, lost when
+    /// the network loses it. "stream": each reading on its own QUIC stream,
+    /// retransmitted until delivered (seed 002's TCP), so losses show up as
+    /// latency instead.
+    pub transport: Option<Transport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Datagram,
+    Stream,
 }
 
 impl Options {
@@ -148,8 +160,12 @@ impl Sensor {
                         value: model.next(now as f64 / 1e6),
                     };
                     let frame = seal::seal_reading(keys, &reading);
-                    if let Err(e) = conn.send_datagram(frame.into()) {
-                        return Ok(e.to_string());
+                    let sent = match self.options.transport.unwrap_or(Transport::Datagram) {
+                        Transport::Datagram => conn.send_datagram(frame.into()).map_err(|e| e.to_string()),
+                        Transport::Stream => send_stream(conn, frame).await,
+                    };
+                    if let Err(e) = sent {
+                        return Ok(e);
                     }
                     ctx.metrics().sent += 1;
                     if pending.len() == MAX_PENDING {
@@ -177,6 +193,18 @@ impl Sensor {
             }
         }
     }
+}
+
+/// One reading on a stream of its own. Only opening the stream is awaited
+/// (it waits for the controller's stream credit); delivery runs on.
+async fn send_stream(conn: &quinn::Connection, frame: Vec<u8>) -> Result<(), String> {
+    let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if send.write_all(&frame).await.is_ok() {
+            let _ = send.finish();
+        }
+    });
+    Ok(())
 }
 
 fn open_ack(keys: &SessionKeys, bytes: &[u8]) -> Result<Ack, (Reason, String)> {

@@ -91,11 +91,18 @@ pub struct LabGuard {
 
 impl LabGuard {
     pub fn up(topo: &TopoCopy) -> LabGuard {
+        LabGuard::up_with(topo, &[]).0
+    }
+
+    /// `up` with extra arguments (e.g. `--out DIR`); also returns its output.
+    pub fn up_with(topo: &TopoCopy, extra: &[&str]) -> (LabGuard, String) {
         let guard = LabGuard {
             lab: topo.lab.clone(),
         };
-        ok(&["up", topo.path.to_str().unwrap()]);
-        guard
+        let mut args = vec!["up", topo.path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = ok(&args);
+        (guard, out)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Crash safety: SIGKILL `testbed up` at several points of a 200-node lab
-//! (with a few links carried by the userspace engine), then `clean --all`
-//! must leave nothing of the lab (no namespace, no supervisor or engine
-//! process), and must not touch a namespace or veth the test made itself with
+//! (with a few links carried by the userspace engine and two agents), then
+//! `clean --all` must leave nothing of the lab (no namespace, no supervisor,
+//! engine or agent process), and must not touch a namespace or veth the test made itself with
 //! look-alike names.
 
 mod common;
@@ -21,10 +21,13 @@ backend = "userspace"
 [[node]]
 name = "r1"
 kind = "router"
+role = "heartbeat"
+options = { to = "srv" }
 
 [[node]]
 name = "srv"
 kind = "server"
+role = "heartbeat"
 
 [[group]]
 name = "cars"
@@ -49,7 +52,8 @@ profile = "lan"
     .to_string()
 }
 
-/// Live (not zombie) `testbed supervise|engine LAB` processes.
+/// Live (not zombie) `testbed supervise|engine LAB` and `testbed-agent LAB
+/// NODE` processes.
 fn lab_processes(lab: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -62,8 +66,10 @@ fn lab_processes(lab: &str) -> Vec<String> {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let ours = args.iter().any(|a| a == "supervise" || a == "engine")
-            && args.last().is_some_and(|a| a == lab);
+        let ours = (args.iter().any(|a| a == "supervise" || a == "engine")
+            && args.last().is_some_and(|a| a == lab))
+            || (args.first().is_some_and(|a| a.ends_with("testbed-agent"))
+                && args.get(1).is_some_and(|a| a == lab));
         let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
         let zombie = stat
             .rsplit(')')
@@ -106,7 +112,11 @@ fn sigkill_during_up_then_clean_all_leaves_nothing() {
     let full = t.elapsed();
     // A complete lab runs its supervisor and engine; `clean --all` (what a
     // user runs when the orchestrator is gone) ends them with the lab.
-    assert_eq!(lab_processes(&lab).len(), 2, "supervisor and engine run");
+    assert_eq!(
+        lab_processes(&lab).len(),
+        4,
+        "supervisor, engine and two agents run"
+    );
     let out = run(&["clean", "--all"]);
     assert!(
         out.status.success(),
@@ -119,8 +129,14 @@ fn sigkill_during_up_then_clean_all_leaves_nothing() {
 
     let mut partial_seen = 0;
     for frac in [0.05, 0.2, 0.4, 0.6, 0.8, 0.97] {
+        let out = topo.dir.path().join("out");
         let mut child = testbed()
-            .args(["up", topo.path.to_str().unwrap()])
+            .args([
+                "up",
+                topo.path.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

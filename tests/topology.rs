@@ -141,8 +141,10 @@ fn city_has_what_the_file_describes() {
     for i in 1..=40 {
         assert!(t.node_index(&format!("v{i:03}")).is_some(), "v{i:03}");
     }
-    let director = &t.nodes[t.node_index("director").unwrap()];
-    assert_eq!(director.role.as_deref(), Some("ota-director"));
+    let controller = &t.nodes[t.node_index("controller").unwrap()];
+    assert_eq!(controller.role.as_deref(), Some("cps-controller"));
+    let door = &t.nodes[t.node_index("s-door").unwrap()];
+    assert_eq!(door.options["transport"], "stream");
     let smoke = &t.nodes[t.node_index("s-smoke").unwrap()];
     assert_eq!(smoke.options["sensor"], "smoke");
     assert_eq!(smoke.role.as_deref(), Some("cps-sensor"));

@@ -127,11 +127,12 @@ impl Nodes {
             name.span(),
             Named::Node(self.drafts.len()),
         )?;
+        let kind = kind(&raw.kind)?;
         let options = options(raw.options.as_ref())?;
         let role = role(raw.role.as_ref(), raw.options.as_ref(), &options)?;
         let node = Node {
             name: name.get_ref().clone(),
-            kind: kind(&raw.kind)?,
+            kind,
             position: raw
                 .position
                 .as_ref()

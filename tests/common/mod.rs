@@ -90,8 +90,10 @@ pub struct LabGuard {
 }
 
 impl LabGuard {
+    /// `up`, with the lab's output folder in the topology's temp dir.
     pub fn up(topo: &TopoCopy) -> LabGuard {
-        LabGuard::up_with(topo, &[]).0
+        let out = topo.dir.path().join("out");
+        LabGuard::up_with(topo, &["--out", out.to_str().unwrap()]).0
     }
 
     /// `up` with extra arguments (e.g. `--out DIR`); also returns its output.

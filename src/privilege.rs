@@ -19,3 +19,13 @@ pub fn drop_to_nobody() -> nix::Result<()> {
     setresuid(uid, uid, uid)?;
     nix::sys::prctl::set_no_new_privs()
 }
+
+/// Set this process's scheduling priority (nice value; lower runs first;
+/// below 0 needs root).
+pub fn set_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: plain system call on this process; no pointers involved.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

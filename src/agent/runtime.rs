@@ -22,6 +22,8 @@ use crate::lab::state;
 use crate::metrics::NodeMetrics;
 use crate::netlink::netns;
 
+/// Agents' scheduling priority (nice); the engine runs at -10.
+const AGENT_NICE: i32 = 5;
 /// Events queued for the supervisor beyond this are dropped (and counted in
 /// the log): an agent never blocks on its reporting.
 const UPSTREAM_QUEUE: usize = 1024;
@@ -30,7 +32,12 @@ const REJECT_EVENTS_PER_SECOND: u32 = 10;
 
 /// `testbed agent LAB NODE`: everything privileged first, then the role.
 pub fn run(lab: &str, node: &str) -> Result<(), AgentError> {
-    shed_unused_code();
+    // Below the engine and the supervisor: while a thousand agents start at
+    // once, the supervisor keeps starting the rest (each new process runs
+    // at the supervisor's priority until it gets here).
+    if let Err(e) = crate::privilege::set_nice(AGENT_NICE) {
+        warn!("cannot lower the agent's priority: {e}");
+    }
     let path = config_path(lab, node);
     let bytes = std::fs::read(&path).map_err(|source| AgentError::Config {
         path: path.clone(),
@@ -76,49 +83,6 @@ pub fn run(lab: &str, node: &str) -> Result<(), AgentError> {
             source,
         })?;
     runtime.block_on(main(config, identity, keylog, hosts, prepared, events))
-}
-
-/// An agent runs a small part of the testbed binary, but the kernel maps code
-/// in 64 KiB "fault-around" runs, so each of a thousand agents would hold
-/// megabytes of the binary it never runs. Turn fault-around off for the
-/// binary's code (`MADV_RANDOM`) and drop what start-up mapped
-/// (`MADV_DONTNEED`): pages come back one at a time, only when executed.
-/// Best effort: failures only cost memory.
-fn shed_unused_code() {
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if perms != "r-xp" || f.nth(3).map(std::path::Path::new) != Some(exe.as_path()) {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        // SAFETY: the range is one whole mapping of this binary's code,
-        // read-only and executable, never written (no text relocations), so
-        // dropping its pages only makes the next execution fault them back in
-        // from the page cache; nothing else maps or unmaps it meanwhile (one
-        // thread, before the runtime starts).
-        unsafe {
-            let addr = start as *mut libc::c_void;
-            libc::madvise(addr, end - start, libc::MADV_RANDOM);
-            libc::madvise(addr, end - start, libc::MADV_DONTNEED);
-        }
-    }
 }
 
 fn append(path: &std::path::Path) -> Result<std::fs::File, AgentError> {

@@ -175,12 +175,8 @@ pub fn run(lab: &str) -> Result<(), EngineError> {
     let listener = control::bind(lab).map_err(EngineError::Control)?;
     // The data plane goes before the lab's own processes when the CPUs are
     // busy: late frames are wrong frames. Best effort (needs root, had here).
-    // SAFETY: plain system call on this process; no pointers involved.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, ENGINE_NICE) } != 0 {
-        tracing::warn!(
-            "cannot raise the engine's priority: {}",
-            io::Error::last_os_error()
-        );
+    if let Err(e) = crate::privilege::set_nice(ENGINE_NICE) {
+        tracing::warn!("cannot raise the engine's priority: {e}");
     }
     crate::privilege::drop_to_nobody().map_err(EngineError::Privileges)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -134,6 +134,7 @@ fn create(
     }));
     journal.append(&intents)?;
     raise_fd_limit(2 * plan.links.len() + 64);
+    raise_neighbour_limits(plan);
     netns::prepare_run_dir()?;
     let tag = owner_tag(lab);
 
@@ -352,7 +353,9 @@ fn prepare_agents(plan: &Plan, options: &UpOptions) -> Result<(), LabError> {
                 .collect(),
         })
         .collect();
+    let t = std::time::Instant::now();
     identity::issue(lab, &subjects).map_err(|e| LabError::Agents(e.to_string()))?;
+    debug!(lab, elapsed = ?t.elapsed(), certificates = subjects.len(), "lab PKI issued");
     fs::create_dir_all(options.out.join("logs"))?;
     if let Some(k) = &options.keylog {
         fs::OpenOptions::new()
@@ -378,8 +381,9 @@ fn prepare_agents(plan: &Plan, options: &UpOptions) -> Result<(), LabError> {
             keylog: options.keylog.clone(),
             seed: direction_seed(plan.seed, &node.name, Direction::AToB),
         };
+        // Read once by the agent, made again by every `up`: no need to sync.
         let json = serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?;
-        state::write_atomic(&agent::config_path(lab, &node.name), &json)?;
+        fs::write(agent::config_path(lab, &node.name), json)?;
     }
     Ok(())
 }
@@ -632,7 +636,40 @@ fn make_netns(name: &str, sysctls: &[(String, String)], tag: &str) -> Result<Mad
 }
 
 /// Make room for one namespace fd and one netlink socket per node.
-fn raise_fd_limit(need: usize) {
+/// The kernel's neighbour (ARP/NDP) tables are shared by every namespace and
+/// capped by the host's `gc_thresh3` (1024 by default): a LAN of a thousand
+/// nodes talking to one hub needs two entries per member, and past the cap
+/// new neighbours fail ("neighbor table overflow"). Like Mininet's
+/// `fixLimits`, raise (never lower) the caps to four entries per interface
+/// plus headroom, and say so.
+fn raise_neighbour_limits(plan: &Plan) {
+    let ifaces: usize = plan.nodes.iter().map(|n| n.ifaces.len()).sum();
+    let need = (4 * ifaces + 1024).min(1 << 20);
+    for family in ["ipv4", "ipv6"] {
+        for (knob, want) in [("gc_thresh3", need), ("gc_thresh2", need / 2)] {
+            let path = format!("/proc/sys/net/{family}/neigh/default/{knob}");
+            let Some(current) = fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if current < want {
+                match fs::write(&path, want.to_string()) {
+                    Ok(()) => info!(
+                        lab = plan.lab,
+                        "raised net.{family}.neigh.default.{knob} from {current} to {want} for {ifaces} interfaces"
+                    ),
+                    Err(e) => tracing::warn!("cannot raise {path} to {want}: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Raise the soft limit on open files to `need` plus headroom (up to the
+/// hard limit): a process holding one descriptor per node of a large lab.
+pub(super) fn raise_fd_limit(need: usize) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let want = (need as u64 + 1024).min(hard);

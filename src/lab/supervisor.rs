@@ -48,6 +48,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub const STABLE_RUN: Duration = Duration::from_secs(10);
 /// How long a child gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// The supervisor's scheduling priority (nice): a new agent runs at it until
+/// it lowers its own, so starting a thousand is not slowed by the ones
+/// already started.
+const SUPERVISOR_NICE: i32 = -5;
 /// The agents' binary, installed next to `testbed`.
 pub const AGENT_BINARY: &str = "testbed-agent";
 /// The file descriptor the metrics listener is passed on.
@@ -253,6 +257,12 @@ pub fn run(lab: &str) -> Result<(), LabError> {
 
 async fn supervise(lab: &str, config: Config) -> Result<(), LabError> {
     std::fs::create_dir_all(config.out.join("logs"))?;
+    // One event connection per agent, a log file per child while it starts.
+    super::apply::raise_fd_limit(2 * config.agents.len());
+    // Ahead of the agents it starts (they run at nice 5), behind the engine.
+    if let Err(e) = crate::privilege::set_nice(SUPERVISOR_NICE) {
+        warn!(lab, "cannot raise the supervisor's priority: {e}");
+    }
     let mut children = Vec::new();
     if config.engine {
         children.push(ChildState::new("engine", None));
@@ -315,6 +325,9 @@ async fn supervise(lab: &str, config: Config) -> Result<(), LabError> {
             Rc::clone(&shared),
             stop.clone(),
         )));
+        // One start at a time, with the agents' event connections served in
+        // between: their readiness is recorded as it happens.
+        tokio::task::yield_now().await;
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -512,8 +525,14 @@ async fn wait_unless(stop: &mut watch::Receiver<bool>, total: Duration) {
 /// made it, and refused if no child did.
 async fn listen(listener: tokio::net::UnixListener, shared: Rc<RefCell<Shared>>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: back off instead of spinning.
+                warn!("accepting an agent's event connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let pid = stream
             .peer_cred()

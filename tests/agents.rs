@@ -19,7 +19,7 @@ use testbed::agent::transport::{self, AGENT_PORT};
 use testbed::cps::reading::{Reading, SensorKind};
 use testbed::cps::seal::{self, SessionKeys};
 use testbed::cps::{self as cps};
-use testbed::events::Record;
+use testbed::events::{Reason, Record};
 
 /// One row of results.csv.
 #[derive(Debug)]
@@ -680,19 +680,10 @@ fn rogue_clients_are_refused_and_every_bad_input_is_rejected_with_its_reason() {
     // Each reason was counted (metrics see every refusal).
     let m = wait_for("rejections in the metrics", Duration::from_secs(10), || {
         let m = http_get(&metrics_addr, "/metrics");
-        [
-            "replayed",
-            "undecryptable",
-            "malformed",
-            "oversize",
-            "stale",
-            "unauthorized",
-            "over-limit",
-            "over-rate",
-        ]
-        .iter()
-        .all(|r| rejected(&m, &lab, r) > 0.0)
-        .then_some(m)
+        Reason::ALL
+            .iter()
+            .all(|r| rejected(&m, &lab, r.as_str()) > 0.0)
+            .then_some(m)
     });
     assert_eq!(rejected(&m, &lab, "replayed"), 1.0);
     assert_eq!(rejected(&m, &lab, "undecryptable"), 3.0);
@@ -713,18 +704,9 @@ fn rogue_clients_are_refused_and_every_bad_input_is_rejected_with_its_reason() {
             *m.entry(r).or_default() += 1;
             m
         });
-    for r in [
-        "replayed",
-        "undecryptable",
-        "malformed",
-        "oversize",
-        "stale",
-        "unauthorized",
-        "over-limit",
-        "over-rate",
-    ] {
+    for r in Reason::ALL {
         assert!(
-            reasons.contains_key(r),
+            reasons.contains_key(r.as_str()),
             "no input-rejected event for {r}: {reasons:?}"
         );
     }

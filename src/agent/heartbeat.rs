@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Context, connect, serve};
+use super::{Context, connect, duration_option, serve};
 use crate::events::Event;
 
 /// Connections a heartbeat agent serves at once (a hub for a 1,000-car fleet).
@@ -25,15 +25,12 @@ pub struct Options {
 
 impl Options {
     pub fn interval(&self) -> Result<Duration, String> {
-        let Some(text) = &self.interval else {
-            return Ok(Duration::from_secs(1));
-        };
-        let d = humantime::parse_duration(text)
-            .map_err(|e| format!("interval {text:?}: {e} (expected a duration like \"1s\")"))?;
-        if d < Duration::from_millis(10) {
-            return Err(format!("interval {text:?} is below the minimum of 10ms"));
-        }
-        Ok(d)
+        duration_option(
+            "interval",
+            self.interval.as_deref(),
+            Duration::from_secs(1),
+            Duration::from_millis(10),
+        )
     }
 }
 

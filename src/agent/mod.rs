@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use roles::{ROLES, Role, RoleError};
+pub use roles::{ROLES, Role, RoleError, duration_option};
 pub use runtime::{ConnectError, Context, connect, peer_cert, run, serve};
 
 use crate::lab::state;

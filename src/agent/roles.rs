@@ -3,6 +3,8 @@
 //! checked), a privileged `prepare` step (files it needs, opened before the
 //! agent drops root) and an async `run`.
 
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 
 use super::transport::Limits;
@@ -26,6 +28,31 @@ pub enum Role {
     Heartbeat(heartbeat::Options),
     CpsSensor(sensor::Options),
     CpsController(controller::Options),
+}
+
+/// An optional duration option: `default` when absent, refused below `min`.
+pub fn duration_option(
+    name: &str,
+    text: Option<&str>,
+    default: Duration,
+    min: Duration,
+) -> Result<Duration, String> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(text).map_err(|e| {
+        format!(
+            "{name} {text:?}: {e} (expected a duration like \"{}\")",
+            humantime::format_duration(default)
+        )
+    })?;
+    if d < min {
+        return Err(format!(
+            "{name} {text:?} is below the minimum of {}",
+            humantime::format_duration(min)
+        ));
+    }
+    Ok(d)
 }
 
 fn options<T: DeserializeOwned>(role: &str, value: &serde_json::Value) -> Result<T, RoleError> {

@@ -22,7 +22,7 @@ use super::seal::{self, Frame, FrameKind, SessionKeys};
 use super::window::{Replay, ReplayWindow, WIDTH};
 use super::{sensor_id, session_keys};
 use crate::agent::transport::Limits;
-use crate::agent::{AgentConfig, AgentError, Context, peer_cert, serve};
+use crate::agent::{AgentConfig, AgentError, Context, duration_option, peer_cert, serve};
 use crate::events::{Reason, unix_us};
 
 /// Refusal rows in `results.csv` and `controller.log` per reason and second.
@@ -52,11 +52,12 @@ pub struct Options {
 
 impl Options {
     pub fn max_age(&self) -> Result<Duration, String> {
-        let Some(text) = &self.max_age else {
-            return Ok(Duration::from_secs(5));
-        };
-        humantime::parse_duration(text)
-            .map_err(|e| format!("max_age {text:?}: {e} (expected a duration like \"5s\")"))
+        duration_option(
+            "max_age",
+            self.max_age.as_deref(),
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+        )
     }
 
     /// Every option, checked (what the topology check calls).

@@ -14,7 +14,9 @@ use super::model::ValueModel;
 use super::reading::{Ack, Reading, SensorKind};
 use super::seal::{self, Frame, FrameKind, SessionKeys};
 use super::{sensor_id, session_keys};
-use crate::agent::{AgentConfig, AgentError, Context, connect, peer_cert, state_file};
+use crate::agent::{
+    AgentConfig, AgentError, Context, connect, duration_option, peer_cert, state_file,
+};
 use crate::events::{Event, Reason, unix_us};
 
 /// Readings awaiting an ACK, oldest first; older ones are forgotten (dropped).
@@ -45,15 +47,12 @@ pub enum Transport {
 
 impl Options {
     pub fn interval(&self) -> Result<Duration, String> {
-        let Some(text) = &self.interval else {
-            return Ok(Duration::from_secs(1));
-        };
-        let d = humantime::parse_duration(text)
-            .map_err(|e| format!("interval {text:?}: {e} (expected a duration like \"1s\")"))?;
-        if d < Duration::from_millis(1) {
-            return Err(format!("interval {text:?} is below the minimum of 1ms"));
-        }
-        Ok(d)
+        duration_option(
+            "interval",
+            self.interval.as_deref(),
+            Duration::from_secs(1),
+            Duration::from_millis(1),
+        )
     }
 
     fn controller(&self) -> &str {

@@ -330,6 +330,16 @@ fn city_sensors_deliver_survive_sigkill_without_nonce_reuse_and_keylog_decrypts_
         "no decrypted DATAGRAM frame: {types:?}"
     );
 
+    // Status shows the agents, the restarts included.
+    let status: serde_json::Value = serde_json::from_str(&ok(&["status", &lab, "--json"])).unwrap();
+    let agents = status["agents"].as_array().expect("agents in status");
+    assert_eq!(agents.len(), 7);
+    for v in victims {
+        let a = agents.iter().find(|a| a["node"] == v).unwrap();
+        assert_eq!(a["restarts"], 1, "{a}");
+        assert_eq!(a["ready"], true, "{a}");
+    }
+
     // Events, logs and metrics as a user reads them.
     let exits = ok(&[
         "events",

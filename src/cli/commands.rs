@@ -340,6 +340,27 @@ fn status(lab: Option<&str>, json: bool) -> Result<ExitCode> {
                 .map_or(String::new(), |x| format!(" (last exit: {x})"))
         );
     }
+    if !st.agents.is_empty() {
+        let ready = st.agents.iter().filter(|a| a.ready).count();
+        let restarts: u32 = st.agents.iter().map(|a| a.restarts).sum();
+        println!(
+            "agents: {} ({ready} ready, {restarts} restarts); outputs in {}",
+            st.agents.len(),
+            st.out.as_deref().unwrap_or("?")
+        );
+        for a in st.agents.iter().filter(|a| a.restarts > 0 || !a.ready) {
+            println!(
+                "  {} ({}): {}, {} restarts{}",
+                a.node,
+                a.role,
+                if a.ready { "ready" } else { "not ready" },
+                a.restarts,
+                a.last_exit
+                    .as_deref()
+                    .map_or(String::new(), |x| format!(", last exit: {x}"))
+            );
+        }
+    }
     println!("\nSEGMENT          SUBNET             MEMBERS  BRIDGES");
     for s in &st.segments {
         println!(

@@ -19,6 +19,10 @@ pub struct Status {
     pub infra_netns: String,
     /// The userspace engine, when the lab has one.
     pub engine: Option<EngineStatus>,
+    /// Agents of the nodes with a role, as the supervisor last recorded them.
+    pub agents: Vec<AgentStatus>,
+    /// The lab's output folder (events, agent logs, results), if it has one.
+    pub out: Option<String>,
     pub nodes: Vec<NodeStatus>,
     pub segments: Vec<SegmentStatus>,
     pub links: Vec<LinkStatus>,
@@ -34,6 +38,18 @@ pub struct EngineStatus {
     pub supervisor_alive: bool,
     /// The running engine's pid (`None` while it is being restarted).
     pub pid: Option<u32>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+/// One node's agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    pub node: String,
+    pub role: String,
+    /// The running agent's pid (`None` while it is being restarted).
+    pub pid: Option<u32>,
+    pub ready: bool,
     pub restarts: u32,
     pub last_exit: Option<String>,
 }
@@ -152,10 +168,32 @@ fn from_plan(plan: &Plan) -> Status {
             .to_string(),
         infra_netns: plan.infra.netns.clone(),
         engine: engine_status(plan),
+        agents: agent_status(&plan.lab),
+        out: supervisor::out_dir(&plan.lab).map(|p| p.display().to_string()),
         nodes,
         segments,
         links,
     }
+}
+
+fn agent_status(lab: &str) -> Vec<AgentStatus> {
+    let Some(record) = supervisor::read(lab) else {
+        return Vec::new();
+    };
+    record
+        .children
+        .into_iter()
+        .filter_map(|c| {
+            Some(AgentStatus {
+                role: c.role?,
+                node: c.name,
+                pid: (c.pid != 0).then_some(c.pid),
+                ready: c.ready,
+                restarts: c.restarts,
+                last_exit: c.last_exit,
+            })
+        })
+        .collect()
 }
 
 fn engine_status(plan: &Plan) -> Option<EngineStatus> {

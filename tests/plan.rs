@@ -815,3 +815,62 @@ fn the_engine_carries_exactly_the_impaired_interfaces() {
         "{dry_run}"
     );
 }
+
+#[test]
+fn agents_peers_are_seeded_as_neighbours_with_the_planned_macs() {
+    let plan = plan::build(&parse(
+        r#"
+[lab]
+name = "x"
+
+[[node]]
+name = "hub"
+kind = "server"
+role = "heartbeat"
+
+[[group]]
+name = "cars"
+template = "c{}"
+count = 3
+kind = "vehicle"
+role = "heartbeat"
+options = { to = "hub" }
+
+[[node]]
+name = "quiet"
+kind = "host"
+
+[[segment]]
+name = "lan"
+members = ["hub", "cars", "quiet"]
+"#,
+    ));
+    let seeds = plan.neighbour_seeds();
+    let hub = plan.nodes.iter().position(|n| n.name == "hub").unwrap();
+    let hub_ip = addr_on(&plan, "hub", "lan");
+    // Each car knows the hub; the hub knows each car; nobody else is seeded.
+    assert_eq!(seeds[hub].len(), 3);
+    for (i, n) in plan.nodes.iter().enumerate() {
+        match n.name.as_str() {
+            "hub" => {}
+            "quiet" => assert!(seeds[i].is_empty()),
+            _ => {
+                assert_eq!(seeds[i].len(), 1, "{}", n.name);
+                assert_eq!(IpAddr::V4(seeds[i][0].addr), hub_ip);
+                assert_eq!(seeds[i][0].mac, plan::iface_mac(hub, 0));
+                assert_eq!(seeds[i][0].ifindex, n.ifaces[0].index);
+                assert!(seeds[hub].iter().any(|s| s.mac == plan::iface_mac(i, 0)));
+            }
+        }
+    }
+    // Interface MACs are unique, unicast and locally administered.
+    let fleet = plan::build(&shipped("fleet-1000.toml"));
+    let mut seen = HashSet::new();
+    for (n, node) in fleet.nodes.iter().enumerate() {
+        for j in 0..node.ifaces.len() {
+            let mac = plan::iface_mac(n, j);
+            assert_eq!(mac[0] & 0x03, 0x02);
+            assert!(seen.insert(mac), "{mac:?} twice");
+        }
+    }
+}

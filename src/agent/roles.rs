@@ -94,6 +94,15 @@ impl Role {
         }
     }
 
+    /// The nodes this role connects to (its peers' agents must serve).
+    pub fn peers(&self) -> Vec<&str> {
+        match self {
+            Role::Heartbeat(o) => o.to.as_deref().into_iter().collect(),
+            Role::CpsSensor(o) => vec![o.controller()],
+            Role::CpsController(_) => Vec::new(),
+        }
+    }
+
     /// The privileged step: open what the role needs while still root.
     pub(super) fn prepare(self, config: &AgentConfig) -> Result<Prepared, AgentError> {
         Ok(match self {

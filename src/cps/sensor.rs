@@ -55,7 +55,7 @@ impl Options {
         )
     }
 
-    fn controller(&self) -> &str {
+    pub fn controller(&self) -> &str {
         self.controller.as_deref().unwrap_or("controller")
     }
 }

@@ -23,7 +23,7 @@ use crate::emulation::kernel;
 use crate::emulation::pipeline::{Direction, DirectionParams, direction_seed};
 use crate::engine;
 use crate::netlink::{Netlink, netns, ops};
-use crate::plan::{IfacePlan, NodePlan, Plan, RelaySide, owner_tag};
+use crate::plan::{IfacePlan, NeighbourSeed, NodePlan, Plan, RelaySide, iface_mac, owner_tag};
 use crate::topology::Backend;
 
 /// How long `up` waits for the engine to answer on its control socket.
@@ -166,12 +166,14 @@ fn create(
             index: t.root.index,
             netns: None,
             master: Some(t.root.bridge),
+            mac: None,
         };
         let shard = ops::End {
             name: &t.shard.name,
             index: t.shard.index,
             netns: None,
             master: None,
+            mac: None,
         };
         infra.queue(
             ops::veth(&root, &shard),
@@ -208,12 +210,14 @@ fn create(
             index: *engine_index,
             netns: None,
             master: None,
+            mac: None,
         };
         let far = ops::End {
             name: &bridge.name,
             index: bridge.index,
             netns: None,
             master: None,
+            mac: None,
         };
         let what = format!("engine uplink {engine} in {}", plan.infra.netns);
         let alias = format!("{tag}:{}", r.name);
@@ -227,7 +231,8 @@ fn create(
     state::write_atomic(&state::backend_path(lab), applied.token().as_bytes())?;
 
     // Every node, end to end, on a pool of workers.
-    let mut linked = make_nodes(plan, &tag, kernel, &mut infra, progress)?;
+    let seeds = plan.neighbour_seeds();
+    let mut linked = make_nodes(plan, &seeds, &tag, kernel, &mut infra, progress)?;
     debug!(lab, elapsed = ?t0.elapsed(), "nodes done");
     let created: Vec<Entry> = plan
         .namespaces()
@@ -253,12 +258,14 @@ fn create(
             index: ia.index,
             netns: None,
             master: None,
+            mac: Some(iface_mac(link.a.0, link.a.1)),
         };
         let b = ops::End {
             name: &ib.name,
             index: ib.index,
             netns: b_ns,
             master: None,
+            mac: Some(iface_mac(link.b.0, link.b.1)),
         };
         let Some(made_a) = linked[link.a.0].as_mut() else {
             unreachable!("both ends of a link are returned by make_nodes");
@@ -277,7 +284,7 @@ fn create(
                     configure_iface(&mut made.nl, node, iface, &tag, netem);
                 }
             }
-            queue_routes(&mut made.nl, node);
+            queue_routes(&mut made.nl, node, &seeds[n]);
             made.nl.flush()?;
         }
     }
@@ -396,6 +403,7 @@ fn prepare_agents(plan: &Plan, options: &UpOptions) -> Result<(), LabError> {
 /// ends exist.
 fn make_nodes(
     plan: &Plan,
+    seeds: &[Vec<NeighbourSeed>],
     tag: &str,
     kernel: bool,
     infra: &mut Netlink,
@@ -431,7 +439,7 @@ fn make_nodes(
             });
         }
         drop(tx);
-        let result = wire_nodes(plan, tag, kernel, infra, &rx, progress);
+        let result = wire_nodes(plan, seeds, tag, kernel, infra, &rx, progress);
         if result.is_err() {
             stop.store(true, Ordering::Relaxed);
             // Drain so no worker blocks; what they made is journaled and removed by rollback.
@@ -444,6 +452,7 @@ fn make_nodes(
 /// Consume namespaces as they are made and wire them up in batches.
 fn wire_nodes(
     plan: &Plan,
+    seeds: &[Vec<NeighbourSeed>],
     tag: &str,
     kernel: bool,
     infra: &mut Netlink,
@@ -470,19 +479,21 @@ fn wire_nodes(
         }
         for (i, made) in &ready {
             let node = &plan.nodes[*i];
-            for iface in &node.ifaces {
+            for (j, iface) in node.ifaces.iter().enumerate() {
                 let Some(port) = &iface.port else { continue };
                 let near = ops::End {
                     name: &port.name,
                     index: port.index,
                     netns: None,
                     master: port.bridge,
+                    mac: None,
                 };
                 let far = ops::End {
                     name: &iface.name,
                     index: iface.index,
                     netns: Some(made.ns.as_raw_fd()),
                     master: None,
+                    mac: Some(iface_mac(*i, j)),
                 };
                 let what = format!("veth {}/{} <-> {}", node.netns, iface.name, port.name);
                 infra.queue(ops::veth(&near, &far), ops::CREATE, &what);
@@ -507,7 +518,7 @@ fn wire_nodes(
                 made.nl.flush()?;
                 linked[i] = Some(made);
             } else {
-                queue_routes(&mut made.nl, node);
+                queue_routes(&mut made.nl, node, &seeds[i]);
                 made.nl.flush()?;
             }
             done += 1;
@@ -604,12 +615,20 @@ fn configure_iface(
     }
 }
 
-fn queue_routes(nl: &mut Netlink, node: &NodePlan) {
+/// The node's routes, and the neighbour entries seeded for its agents' peers.
+fn queue_routes(nl: &mut Netlink, node: &NodePlan, seeds: &[NeighbourSeed]) {
     for r in &node.routes {
         nl.queue(
             ops::route(r.dest, r.via),
             ops::CREATE,
             format!("route {} via {} in {}", r.dest, r.via, node.netns),
+        );
+    }
+    for s in seeds {
+        nl.queue(
+            ops::stale_neighbour(s.ifindex, s.addr, s.mac),
+            ops::CREATE,
+            format!("neighbour {} in {}", s.addr, node.netns),
         );
     }
 }

@@ -12,6 +12,9 @@ use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth,
     LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -33,6 +36,8 @@ pub struct End<'a> {
     /// Bridge (ifindex in this end's namespace) to enslave it to. Honoured for
     /// the local end only; a peer is enslaved later with [`enslave_up`].
     pub master: Option<u32>,
+    /// MAC address to give it; `None` lets the kernel pick a random one.
+    pub mac: Option<[u8; 6]>,
 }
 
 fn up_flags(header: &mut netlink_packet_route::link::LinkHeader) {
@@ -53,6 +58,9 @@ fn end_message(end: &End, up: bool) -> LinkMessage {
     }
     if let Some(master) = end.master {
         msg.attributes.push(LinkAttribute::Controller(master));
+    }
+    if let Some(mac) = end.mac {
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
     }
     msg
 }
@@ -207,6 +215,29 @@ pub fn route(dest: IpNet, gateway: IpAddr) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewRoute(msg)
 }
 
+/// A neighbour (ARP) entry in state STALE: the kernel uses the MAC at once
+/// and confirms it with a unicast probe, where an unknown neighbour costs a
+/// broadcast that a bridge floods to every port. Still a dynamic entry: an
+/// ARP reply can replace it (as a spoofer's does).
+pub fn stale_neighbour(
+    ifindex: u32,
+    addr: std::net::Ipv4Addr,
+    mac: [u8; 6],
+) -> RouteNetlinkMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.ifindex = ifindex;
+    msg.header.state = NeighbourState::Stale;
+    msg.header.kind = RouteType::Unicast;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            addr,
+        )));
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    RouteNetlinkMessage::NewNeighbour(msg)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -309,12 +340,14 @@ mod tests {
             index: 40,
             netns: None,
             master: Some(3),
+            mac: None,
         };
         let far = End {
             name: "eth0",
             index: 2,
             netns: Some(9),
             master: None,
+            mac: None,
         };
         (near, far)
     }
@@ -377,12 +410,14 @@ mod tests {
             index: 3,
             netns: Some(11),
             master: None,
+            mac: None,
         };
         let b = End {
             name: "eth0",
             index: 2,
             netns: Some(12),
             master: None,
+            mac: None,
         };
         let msg = new_link(veth(&a, &b));
         assert_eq!(msg.header, up_header(3));

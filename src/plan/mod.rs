@@ -275,6 +275,71 @@ impl Plan {
     }
 }
 
+/// The MAC of node `n`'s interface `j`: locally administered (0x02), prefix
+/// 0x7c (bridges use 0x7b), then the node's index and the interface's. Fixed
+/// so `up` can seed neighbour entries without asking the kernel.
+pub fn iface_mac(n: usize, j: usize) -> [u8; 6] {
+    let n = n.to_be_bytes();
+    let l = n.len();
+    [0x02, 0x7c, n[l - 3], n[l - 2], n[l - 1], j as u8]
+}
+
+/// A neighbour entry to seed in a node: on its interface `ifindex`, `addr`
+/// is at `mac`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourSeed {
+    pub ifindex: u32,
+    pub addr: std::net::Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+impl Plan {
+    /// For every node, the neighbours to seed: each agent's peers (what its
+    /// role connects to) and, on the peer, the agent, where the two share a
+    /// network. Without them a thousand agents resolving one hub are a
+    /// thousand broadcasts, each flooded to every port of the bridge.
+    pub fn neighbour_seeds(&self) -> Vec<Vec<NeighbourSeed>> {
+        let index: std::collections::HashMap<&str, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        let mut seeds = vec![Vec::new(); self.nodes.len()];
+        for (x, node) in self.nodes.iter().enumerate() {
+            let Some(role) = &node.role else { continue };
+            let Ok(role) = crate::agent::Role::parse(role, &node.options) else {
+                continue;
+            };
+            for peer in role.peers() {
+                let Some(&p) = index.get(peer) else { continue };
+                let shared = node.ifaces.iter().enumerate().find_map(|(j, a)| {
+                    let k = self.nodes[p]
+                        .ifaces
+                        .iter()
+                        .position(|b| b.network == a.network)?;
+                    Some((j, k))
+                });
+                let Some((j, k)) = shared else { continue };
+                let (a, b) = (&node.ifaces[j], &self.nodes[p].ifaces[k]);
+                if let (IpNet::V4(aa), IpNet::V4(ba)) = (a.addr, b.addr) {
+                    seeds[x].push(NeighbourSeed {
+                        ifindex: a.index,
+                        addr: ba.addr(),
+                        mac: iface_mac(p, k),
+                    });
+                    seeds[p].push(NeighbourSeed {
+                        ifindex: b.index,
+                        addr: aa.addr(),
+                        mac: iface_mac(x, j),
+                    });
+                }
+            }
+        }
+        seeds
+    }
+}
+
 /// Build the plan for a validated topology.
 pub fn build(topo: &Topology) -> Plan {
     let lab = &topo.lab.name;

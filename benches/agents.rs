@@ -259,8 +259,12 @@ fn controller_run(secs: u64) -> (f64, f64) {
                     let name = format!("l{i}");
                     let me = Identity::load(lab, &name).unwrap();
                     let config = transport::client_config(&me, Limits::default(), None).unwrap();
-                    let ep =
-                        transport::endpoint("0.0.0.0:0".parse().unwrap(), None, config).unwrap();
+                    let ep = transport::endpoint(
+                        transport::bind("0.0.0.0:0".parse().unwrap(), None).unwrap(),
+                        None,
+                        config,
+                    )
+                    .unwrap();
                     let conn = ep
                         .connect((addr, AGENT_PORT).into(), "controller")
                         .unwrap()

@@ -490,7 +490,12 @@ fn client(
     tls.alpn_protocols = vec![transport::ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let config = quinn::ClientConfig::new(Arc::new(quic));
-    transport::endpoint("0.0.0.0:0".parse().unwrap(), None, config).expect("endpoint")
+    transport::endpoint(
+        transport::bind("0.0.0.0:0".parse().unwrap(), None).unwrap(),
+        None,
+        config,
+    )
+    .expect("endpoint")
 }
 
 async fn dial(

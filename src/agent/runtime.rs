@@ -22,6 +22,8 @@ use crate::lab::state;
 use crate::metrics::NodeMetrics;
 use crate::netlink::netns;
 
+/// UDP receive buffer of an agent that serves (bytes).
+const SERVER_RECEIVE_BUFFER: usize = 4 << 20;
 /// Agents' scheduling priority (nice); the engine runs at -10.
 const AGENT_NICE: i32 = 5;
 /// Events queued for the supervisor beyond this are dropped (and counted in
@@ -64,6 +66,10 @@ pub fn run(lab: &str, node: &str) -> Result<(), AgentError> {
     };
     let hosts = read_hosts(lab)?;
     let prepared = role.prepare(&config)?;
+    let socket = transport::bind(
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, AGENT_PORT)),
+        prepared.serves().then_some(SERVER_RECEIVE_BUFFER),
+    )?;
     let events = std::os::unix::net::UnixStream::connect(events::socket_path(lab))
         .map_err(AgentError::Events)?;
     let parent = nix::unistd::getppid();
@@ -82,7 +88,9 @@ pub fn run(lab: &str, node: &str) -> Result<(), AgentError> {
             what: "starting the runtime".into(),
             source,
         })?;
-    runtime.block_on(main(config, identity, keylog, hosts, prepared, events))
+    runtime.block_on(main(
+        config, identity, keylog, hosts, prepared, socket, events,
+    ))
 }
 
 fn append(path: &std::path::Path) -> Result<std::fs::File, AgentError> {
@@ -120,6 +128,7 @@ async fn main(
     keylog: Option<Arc<dyn rustls::KeyLog>>,
     hosts: HashMap<String, IpAddr>,
     prepared: Prepared,
+    socket: std::net::UdpSocket,
     events: std::os::unix::net::UnixStream,
 ) -> Result<(), AgentError> {
     let limits = prepared.limits();
@@ -129,8 +138,7 @@ async fn main(
         None
     };
     let client = transport::client_config(&identity, limits, keylog)?;
-    let bind = SocketAddr::from((Ipv4Addr::UNSPECIFIED, AGENT_PORT));
-    let endpoint = transport::endpoint(bind, server, client)?;
+    let endpoint = transport::endpoint(socket, server, client)?;
     let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
     let ctx = Context {
         inner: Arc::new(Inner {

@@ -126,14 +126,27 @@ pub fn client_config(
     Ok(config)
 }
 
-/// An endpoint on `addr` that accepts (when `server` is given) and connects.
-/// Call inside a tokio runtime, in the node's namespace.
+/// Bind the UDP socket of an endpoint. With `receive_buffer`, the kernel's
+/// receive buffer is forced to that size (needs CAP_NET_ADMIN, so call it
+/// before dropping privileges): a server that a thousand clients dial at
+/// once would otherwise drop their handshakes and make them wait out QUIC's
+/// retransmission timers.
+pub fn bind(addr: SocketAddr, receive_buffer: Option<usize>) -> Result<UdpSocket, TransportError> {
+    let socket = UdpSocket::bind(addr)?;
+    if let Some(bytes) = receive_buffer {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &bytes)
+            .map_err(std::io::Error::from)?;
+    }
+    Ok(socket)
+}
+
+/// An endpoint on `socket` that accepts (when `server` is given) and
+/// connects. Call inside a tokio runtime.
 pub fn endpoint(
-    addr: SocketAddr,
+    socket: UdpSocket,
     server: Option<quinn::ServerConfig>,
     client: quinn::ClientConfig,
 ) -> Result<quinn::Endpoint, TransportError> {
-    let socket = UdpSocket::bind(addr)?;
     let mut endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         server,

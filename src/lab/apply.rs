@@ -290,16 +290,7 @@ fn create(
     }
     debug!(lab, elapsed = ?t0.elapsed(), "links done");
     state::write_atomic(&state::hosts_path(lab), plan.hosts_file().as_bytes())?;
-    let agents: Vec<AgentChild> = plan
-        .nodes
-        .iter()
-        .filter_map(|n| {
-            n.role.as_ref().map(|role| AgentChild {
-                node: n.name.clone(),
-                role: role.clone(),
-            })
-        })
-        .collect();
+    let (agents, serving) = agent_order(plan);
     if !plan.relays.is_empty() || !agents.is_empty() {
         if !plan.relays.is_empty() {
             let config = engine::Config::for_plan(plan);
@@ -322,6 +313,7 @@ fn create(
                 .and_then(|l| l.local_addr().ok())
                 .map(|a| a.to_string()),
             agents,
+            serving,
         };
         supervisor::start(plan, &config, metrics)?;
         if config.engine {
@@ -340,6 +332,34 @@ fn create(
     state::write_atomic(&state::plan_path(lab), &json)?;
     journal.append(&[Entry::Complete])?;
     Ok(())
+}
+
+/// The agents to start, those that others connect to first, and how many
+/// those are: a client that starts before its server loses its first
+/// handshake packets and waits out QUIC's retransmission timers.
+fn agent_order(plan: &Plan) -> (Vec<AgentChild>, usize) {
+    let roles: Vec<(&NodePlan, crate::agent::Role)> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let role = crate::agent::Role::parse(n.role.as_deref()?, &n.options).ok()?;
+            Some((n, role))
+        })
+        .collect();
+    let wanted: std::collections::HashSet<&str> =
+        roles.iter().flat_map(|(_, r)| r.peers()).collect();
+    let (first, rest): (Vec<_>, Vec<_>) = roles
+        .iter()
+        .partition(|(n, _)| wanted.contains(n.name.as_str()));
+    let child = |(n, _): &&(&NodePlan, crate::agent::Role)| AgentChild {
+        node: n.name.clone(),
+        role: n.role.clone().unwrap_or_default(),
+    };
+    let serving = first.len();
+    (
+        first.iter().chain(rest.iter()).map(child).collect(),
+        serving,
+    )
 }
 
 /// The lab's PKI (a CA and a certificate for every node), the output folder,

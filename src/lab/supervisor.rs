@@ -52,6 +52,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// it lowers its own, so starting a thousand is not slowed by the ones
 /// already started.
 const SUPERVISOR_NICE: i32 = -5;
+/// How long the agents others connect to get to become ready before the
+/// rest start anyway.
+const SERVING_WAIT: Duration = Duration::from_secs(5);
 /// The agents' binary, installed next to `testbed`.
 pub const AGENT_BINARY: &str = "testbed-agent";
 /// The file descriptor the metrics listener is passed on.
@@ -62,8 +65,13 @@ const METRICS_FD: RawFd = 3;
 pub struct Config {
     /// Run the userspace engine.
     pub engine: bool,
-    /// Nodes whose agents to run, with their roles.
+    /// Nodes whose agents to run, with their roles; the first `serving` are
+    /// the ones other agents connect to.
     pub agents: Vec<AgentChild>,
+    /// The first this many agents are started, and waited for (up to
+    /// [`SERVING_WAIT`]), before the others.
+    #[serde(default)]
+    pub serving: usize,
     /// The lab's output folder: `events.jsonl`, `logs/<node>.log`, results.
     pub out: PathBuf,
     /// Serve metrics on the listener passed as fd 3.
@@ -313,11 +321,17 @@ async fn supervise(lab: &str, config: Config) -> Result<(), LabError> {
     tokio::task::spawn_local(listen(listener, Rc::clone(&shared)));
     tokio::task::spawn_local(save_when_dirty(Rc::clone(&shared)));
 
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let (stop_tx, stop) = watch::channel(false);
     let exe = std::env::current_exe()?;
     let count = shared.borrow().record.children.len();
     let mut tasks = Vec::with_capacity(count);
+    let engine = usize::from(config.engine);
     for i in 0..count {
+        if i == engine + config.serving && config.serving > 0 {
+            wait_ready(&shared, engine..i, SERVING_WAIT).await;
+        }
         tasks.push(tokio::task::spawn_local(keep(
             i,
             exe.clone(),
@@ -329,8 +343,6 @@ async fn supervise(lab: &str, config: Config) -> Result<(), LabError> {
         // between: their readiness is recorded as it happens.
         tokio::task::yield_now().await;
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
@@ -343,6 +355,20 @@ async fn supervise(lab: &str, config: Config) -> Result<(), LabError> {
     let s = shared.borrow();
     save(lab, &s.record);
     Ok(())
+}
+
+/// Wait until children `range` are all ready, or `timeout`.
+async fn wait_ready(shared: &RefCell<Shared>, range: std::ops::Range<usize>, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if shared.borrow().record.children[range.clone()]
+            .iter()
+            .all(|c| c.ready)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 impl ChildState {

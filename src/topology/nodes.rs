@@ -27,6 +27,9 @@ pub(crate) struct NodeDraft {
     pub span: Range<usize>,
     /// Static addresses from `addresses = { SEGMENT_OR_LINK = "ADDR" }`.
     pub addresses: Vec<StaticAddr>,
+    /// Where messages about the role's options point (the options table, or
+    /// the role when it has none).
+    pub role_span: Option<Range<usize>>,
 }
 
 /// One static IPv4 address of a node, by segment or link name.
@@ -88,7 +91,35 @@ impl Nodes {
                 Entry::Group(g) => all.add_group(src, seed, g.get_ref())?,
             }
         }
+        all.check_peers()?;
         Ok(all)
+    }
+
+    /// Every node a role connects to exists and runs an agent to answer.
+    fn check_peers(&self) -> Checked<()> {
+        for d in &self.drafts {
+            let (Some(role), Some(span)) = (&d.node.role, &d.role_span) else {
+                continue;
+            };
+            let Ok(parsed) = crate::agent::Role::parse(role, &d.node.options) else {
+                continue;
+            };
+            for peer in parsed.peers() {
+                let problem = match self.names.get(peer) {
+                    None => "is not a node of this lab",
+                    Some(Named::Group(_)) => "is a group; name one node",
+                    Some(Named::Node(i)) if self.drafts[*i].node.role.is_none() => {
+                        "has no role, so no agent answers there"
+                    }
+                    Some(Named::Node(_)) => continue,
+                };
+                return Err(Issue::new(
+                    span.clone(),
+                    format!("role {role} connects to \"{peer}\", which {problem}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Records a new node or group name, or says where it was defined before.
@@ -147,6 +178,7 @@ impl Nodes {
             node,
             span: name.span(),
             addresses,
+            role_span: role_span(raw.role.as_ref(), raw.options.as_ref()),
         });
         Ok(())
     }
@@ -190,6 +222,7 @@ impl Nodes {
                 },
                 span: name.span(),
                 addresses: Vec::new(),
+                role_span: role_span(raw.role.as_ref(), raw.options.as_ref()),
             });
         }
         Ok(())
@@ -293,6 +326,10 @@ fn static_addresses(raw: &RawNode) -> Checked<Vec<StaticAddr>> {
             })
         })
         .collect()
+}
+
+fn role_span(role: Option<&Str>, options: Option<&Spanned<toml::Table>>) -> Option<Range<usize>> {
+    options.map(|o| o.span()).or_else(|| role.map(|r| r.span()))
 }
 
 /// A role the agents know, with options it accepts: an unknown role is an

@@ -1,4 +1,4 @@
-//! Agents: one process per node that has a role (`testbed agent LAB NODE`,
+//! Agents: one process per node that has a role (`testbed-agent LAB NODE`,
 //! started by the lab's supervisor). As root it enters the node's network
 //! namespace, reads its credentials and opens the files its role needs,
 //! connects to the supervisor's event socket, and then becomes `nobody` with no

@@ -32,7 +32,7 @@ const UPSTREAM_QUEUE: usize = 1024;
 /// Rejection events per reason and second; the rest are summarised.
 const REJECT_EVENTS_PER_SECOND: u32 = 10;
 
-/// `testbed agent LAB NODE`: everything privileged first, then the role.
+/// `testbed-agent LAB NODE`: everything privileged first, then the role.
 pub fn run(lab: &str, node: &str) -> Result<(), AgentError> {
     // Below the engine and the supervisor: while a thousand agents start at
     // once, the supervisor keeps starting the rest (each new process runs

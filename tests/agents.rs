@@ -768,4 +768,18 @@ fn rogue_clients_are_refused_and_every_bad_input_is_rejected_with_its_reason() {
         .find(|c| c.name == "controller")
         .unwrap();
     assert_eq!(c.restarts, 0, "the controller died: {:?}", c.last_exit);
+
+    // A second `up` into the same output folder starts a fresh event log and
+    // results, keeping the previous run's as `.1`.
+    ok(&["down", &lab]);
+    let (_again, _) = LabGuard::up_with(&topo, &["--out", out.to_str().unwrap()]);
+    assert_eq!(events(&out).first().map(|e| e.seq), Some(1));
+    for old in [
+        "events.jsonl.1",
+        "results.csv.1",
+        "controller.log.1",
+        "logs.1",
+    ] {
+        assert!(out.join(old).exists(), "{old} kept");
+    }
 }

@@ -334,6 +334,23 @@ fn create(
     Ok(())
 }
 
+/// What a previous `up` of the lab wrote to the output folder becomes
+/// `NAME.1` (one generation), so each run's events, results and logs start
+/// empty; nothing else in the folder is touched.
+fn rotate_outputs(out: &std::path::Path) -> Result<(), LabError> {
+    for name in ["events.jsonl", "results.csv", "controller.log", "logs"] {
+        let path = out.join(name);
+        if path.exists() {
+            let old = out.join(format!("{name}.1"));
+            if old.is_dir() {
+                fs::remove_dir_all(&old)?;
+            }
+            fs::rename(&path, &old)?;
+        }
+    }
+    Ok(())
+}
+
 /// The agents to start, those that others connect to first, and how many
 /// those are: a client that starts before its server loses its first
 /// handshake packets and waits out QUIC's retransmission timers.
@@ -383,6 +400,7 @@ fn prepare_agents(plan: &Plan, options: &UpOptions) -> Result<(), LabError> {
     let t = std::time::Instant::now();
     identity::issue(lab, &subjects).map_err(|e| LabError::Agents(e.to_string()))?;
     debug!(lab, elapsed = ?t.elapsed(), certificates = subjects.len(), "lab PKI issued");
+    rotate_outputs(&options.out)?;
     fs::create_dir_all(options.out.join("logs"))?;
     if let Some(k) = &options.keylog {
         fs::OpenOptions::new()

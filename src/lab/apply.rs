@@ -355,28 +355,25 @@ fn rotate_outputs(out: &std::path::Path) -> Result<(), LabError> {
 /// those are: a client that starts before its server loses its first
 /// handshake packets and waits out QUIC's retransmission timers.
 fn agent_order(plan: &Plan) -> (Vec<AgentChild>, usize) {
-    let roles: Vec<(&NodePlan, crate::agent::Role)> = plan
+    let served: std::collections::HashSet<usize> =
+        plan.agent_peers().into_iter().map(|(_, p)| p).collect();
+    let (first, rest): (Vec<_>, Vec<_>) = plan
         .nodes
         .iter()
-        .filter_map(|n| {
-            let role = crate::agent::Role::parse(n.role.as_deref()?, &n.options).ok()?;
-            Some((n, role))
+        .enumerate()
+        .filter_map(|(i, n)| {
+            n.role.as_ref().map(|role| {
+                let child = AgentChild {
+                    node: n.name.clone(),
+                    role: role.clone(),
+                };
+                (served.contains(&i), child)
+            })
         })
-        .collect();
-    let wanted: std::collections::HashSet<&str> =
-        roles.iter().flat_map(|(_, r)| r.peers()).collect();
-    let (first, rest): (Vec<_>, Vec<_>) = roles
-        .iter()
-        .partition(|(n, _)| wanted.contains(n.name.as_str()));
-    let child = |(n, _): &&(&NodePlan, crate::agent::Role)| AgentChild {
-        node: n.name.clone(),
-        role: n.role.clone().unwrap_or_default(),
-    };
+        .partition(|(serving, _)| *serving);
     let serving = first.len();
-    (
-        first.iter().chain(rest.iter()).map(child).collect(),
-        serving,
-    )
+    let order = first.into_iter().chain(rest).map(|(_, c)| c).collect();
+    (order, serving)
 }
 
 /// The lab's PKI (a CA and a certificate for every node), the output folder,

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -422,7 +422,7 @@ async fn keep(
             s.pids.insert(pid, i);
             let c = &mut s.record.children[i];
             c.pid = pid;
-            c.started = unix_now();
+            c.started = events::unix_us() / 1_000_000;
             c.ready = false;
             s.dirty = true;
             if let Some(role) = &role {
@@ -643,12 +643,6 @@ async fn save_when_dirty(shared: Rc<RefCell<Shared>>) {
             save(&s.lab, &s.record);
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn save(lab: &str, record: &Supervised) {

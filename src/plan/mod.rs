@@ -299,44 +299,53 @@ impl Plan {
     /// network. Without them a thousand agents resolving one hub are a
     /// thousand broadcasts, each flooded to every port of the bridge.
     pub fn neighbour_seeds(&self) -> Vec<Vec<NeighbourSeed>> {
+        let mut seeds = vec![Vec::new(); self.nodes.len()];
+        for (x, p) in self.agent_peers() {
+            let (node, peer) = (&self.nodes[x], &self.nodes[p]);
+            let shared = node.ifaces.iter().enumerate().find_map(|(j, a)| {
+                let k = peer.ifaces.iter().position(|b| b.network == a.network)?;
+                Some((j, k))
+            });
+            let Some((j, k)) = shared else { continue };
+            let (a, b) = (&node.ifaces[j], &peer.ifaces[k]);
+            if let (IpNet::V4(aa), IpNet::V4(ba)) = (a.addr, b.addr) {
+                seeds[x].push(NeighbourSeed {
+                    ifindex: a.index,
+                    addr: ba.addr(),
+                    mac: iface_mac(p, k),
+                });
+                seeds[p].push(NeighbourSeed {
+                    ifindex: b.index,
+                    addr: aa.addr(),
+                    mac: iface_mac(x, j),
+                });
+            }
+        }
+        seeds
+    }
+
+    /// (agent, peer) node indices: every node a role connects to, for each
+    /// node with a role (roles are validated with the topology).
+    pub fn agent_peers(&self) -> Vec<(usize, usize)> {
         let index: std::collections::HashMap<&str, usize> = self
             .nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (n.name.as_str(), i))
             .collect();
-        let mut seeds = vec![Vec::new(); self.nodes.len()];
+        let mut pairs = Vec::new();
         for (x, node) in self.nodes.iter().enumerate() {
             let Some(role) = &node.role else { continue };
             let Ok(role) = crate::agent::Role::parse(role, &node.options) else {
                 continue;
             };
-            for peer in role.peers() {
-                let Some(&p) = index.get(peer) else { continue };
-                let shared = node.ifaces.iter().enumerate().find_map(|(j, a)| {
-                    let k = self.nodes[p]
-                        .ifaces
-                        .iter()
-                        .position(|b| b.network == a.network)?;
-                    Some((j, k))
-                });
-                let Some((j, k)) = shared else { continue };
-                let (a, b) = (&node.ifaces[j], &self.nodes[p].ifaces[k]);
-                if let (IpNet::V4(aa), IpNet::V4(ba)) = (a.addr, b.addr) {
-                    seeds[x].push(NeighbourSeed {
-                        ifindex: a.index,
-                        addr: ba.addr(),
-                        mac: iface_mac(p, k),
-                    });
-                    seeds[p].push(NeighbourSeed {
-                        ifindex: b.index,
-                        addr: aa.addr(),
-                        mac: iface_mac(x, j),
-                    });
-                }
-            }
+            pairs.extend(
+                role.peers()
+                    .into_iter()
+                    .filter_map(|p| Some((x, *index.get(p)?))),
+            );
         }
-        seeds
+        pairs
     }
 }
 

@@ -5,6 +5,7 @@
 //! applied by [`lab`] over netlink into a live lab of namespaces and links.
 
 pub mod agent;
+pub mod attack;
 pub mod capture;
 pub mod cps;
 pub mod emulation;
@@ -15,4 +16,5 @@ pub mod metrics;
 pub mod netlink;
 pub mod plan;
 pub mod privilege;
+pub mod report;
 pub mod topology;

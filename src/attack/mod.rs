@@ -1,0 +1,4 @@
+//! The raw-packet attacker.
+
+pub mod matcher;
+pub mod packet;

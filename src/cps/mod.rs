@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod counter;
+pub mod defence;
 pub mod model;
 pub mod reading;
 pub mod seal;

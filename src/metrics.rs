@@ -86,15 +86,39 @@ pub struct NodeMetrics {
     pub quic_rtt: Histogram,
     /// Packets QUIC declared lost, over all connections.
     pub quic_lost_packets: u64,
+    /// Inputs accepted that a switched-off defence would have refused, by
+    /// defence (`replay_window`, `authenticate`, ...). Empty while every
+    /// defence is on.
+    pub defence_misses: BTreeMap<String, u64>,
+    /// The agent's resident set size in bytes, sampled each second.
+    pub resident_bytes: u64,
 }
+
+/// Defence names an agent may report ([`NodeMetrics::well_formed`]): a few
+/// short lowercase words, so a label cannot inject text or blow up the
+/// series count.
+const MAX_DEFENCES: usize = 16;
+const MAX_DEFENCE_NAME: usize = 32;
 
 impl NodeMetrics {
     pub fn reject(&mut self, reason: Reason) {
         *self.rejected.entry(reason).or_default() += 1;
     }
 
+    /// Count an input that got past the switched-off defence `defence`.
+    pub fn miss(&mut self, defence: &str) {
+        *self.defence_misses.entry(defence.to_string()).or_default() += 1;
+    }
+
     pub fn well_formed(&self) -> bool {
-        self.latency.well_formed() && self.quic_rtt.well_formed()
+        let defence_name = |d: &String| {
+            (1..=MAX_DEFENCE_NAME).contains(&d.len())
+                && d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        };
+        self.latency.well_formed()
+            && self.quic_rtt.well_formed()
+            && self.defence_misses.len() <= MAX_DEFENCES
+            && self.defence_misses.keys().all(defence_name)
     }
 }
 
@@ -143,6 +167,9 @@ impl Board {
             for (reason, n) in &e.metrics.rejected {
                 *r.rejected.entry(*reason).or_default() += n;
             }
+            for (defence, n) in &e.metrics.defence_misses {
+                *r.defence_misses.entry(defence.clone()).or_default() += n;
+            }
             r.latency.add(&e.metrics.latency);
             r.quic_rtt.add(&e.metrics.quic_rtt);
             r.quic_lost_packets += e.metrics.quic_lost_packets;
@@ -183,32 +210,56 @@ impl Board {
                     .encode_counter::<Labels, _, f64>(&get(m), None)?;
             }
         }
-        let mut f = enc.encode_descriptor(
-            "testbed_messages_rejected",
-            "Inputs refused, by reason",
-            None,
-            MetricType::Counter,
-        )?;
-        for (n, e) in &self.nodes {
-            for (reason, count) in &e.metrics.rejected {
-                let mut l = node(n, e);
-                l.push(("reason", reason.to_string()));
-                f.encode_family(&l)?
-                    .encode_counter::<Labels, _, f64>(count, None)?;
+        // Counters split by one more label: (family, help, label, values).
+        type GetBy = fn(&NodeMetrics) -> Vec<(String, u64)>;
+        let split: [(&str, &str, &str, GetBy); 2] = [
+            (
+                "testbed_messages_rejected",
+                "Inputs refused, by reason",
+                "reason",
+                |m| {
+                    m.rejected
+                        .iter()
+                        .map(|(r, n)| (r.to_string(), *n))
+                        .collect()
+                },
+            ),
+            (
+                "testbed_defence_misses",
+                "Inputs accepted that a switched-off defence would have refused, by defence",
+                "defence",
+                |m| {
+                    m.defence_misses
+                        .iter()
+                        .map(|(d, n)| (d.clone(), *n))
+                        .collect()
+                },
+            ),
+        ];
+        for (name, help, label, get) in split {
+            let mut f = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (n, e) in &self.nodes {
+                for (value, count) in get(&e.metrics) {
+                    let mut l = node(n, e);
+                    l.push((label, value));
+                    f.encode_family(&l)?
+                        .encode_counter::<Labels, _, f64>(&count, None)?;
+                }
             }
-        }
-        let mut f = enc.encode_descriptor(
-            "testbed_role_messages_rejected",
-            "Inputs refused, by reason, summed per role",
-            None,
-            MetricType::Counter,
-        )?;
-        for (r, m) in &roles {
-            for (reason, count) in &m.rejected {
-                let mut l = role(r);
-                l.push(("reason", reason.to_string()));
-                f.encode_family(&l)?
-                    .encode_counter::<Labels, _, f64>(count, None)?;
+            let role_name = format!("testbed_role_{}", &name[8..]);
+            let mut f = enc.encode_descriptor(
+                &role_name,
+                &format!("{help}, summed per role"),
+                None,
+                MetricType::Counter,
+            )?;
+            for (r, m) in &roles {
+                for (value, count) in get(m) {
+                    let mut l = role(r);
+                    l.push((label, value));
+                    f.encode_family(&l)?
+                        .encode_counter::<Labels, _, f64>(&count, None)?;
+                }
             }
         }
         type GetH = fn(&NodeMetrics) -> &Histogram;
@@ -272,6 +323,16 @@ impl Board {
             f.encode_family(&node(n, e))?
                 .encode_gauge(&i64::from(e.up))?;
         }
+        let mut f = enc.encode_descriptor(
+            "testbed_agent_resident_bytes",
+            "The agent's resident set size, sampled each second",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (n, e) in &self.nodes {
+            let bytes = i64::try_from(e.metrics.resident_bytes).unwrap_or(i64::MAX);
+            f.encode_family(&node(n, e))?.encode_gauge(&bytes)?;
+        }
         Ok(())
     }
 }
@@ -330,5 +391,65 @@ pub async fn serve(
             };
             let _ = stream.write_all(response.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defence_misses_and_resident_memory_are_exported_per_node_and_role() {
+        let mut board = Board {
+            lab: "l".into(),
+            ..Board::default()
+        };
+        for (node, misses) in [("c1", 2), ("c2", 3)] {
+            let mut m = NodeMetrics {
+                resident_bytes: 5 << 20,
+                ..NodeMetrics::default()
+            };
+            for _ in 0..misses {
+                m.miss("replay_window");
+            }
+            m.reject(Reason::Stale);
+            assert!(m.well_formed());
+            board.nodes.insert(
+                node.into(),
+                NodeEntry {
+                    role: "cps-controller".into(),
+                    metrics: m,
+                    restarts: 0,
+                    up: true,
+                },
+            );
+        }
+        let text = Board::render(&Arc::new(Mutex::new(board)));
+        for line in [
+            "testbed_defence_misses_total{lab=\"l\",node=\"c1\",role=\"cps-controller\",defence=\"replay_window\"} 2",
+            "testbed_role_defence_misses_total{lab=\"l\",role=\"cps-controller\",defence=\"replay_window\"} 5",
+            "testbed_messages_rejected_total{lab=\"l\",node=\"c2\",role=\"cps-controller\",reason=\"stale\"} 1",
+            "testbed_role_messages_rejected_total{lab=\"l\",role=\"cps-controller\",reason=\"stale\"} 2",
+            "testbed_agent_resident_bytes{lab=\"l\",node=\"c2\",role=\"cps-controller\"} 5242880",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn odd_defence_names_are_not_well_formed() {
+        let mut m = NodeMetrics::default();
+        m.miss("replay_window");
+        assert!(m.well_formed());
+        for bad in ["", "x\"} 1\nevil{a=\"", "Limits", &"a".repeat(33)] {
+            let mut m = m.clone();
+            m.miss(bad);
+            assert!(!m.well_formed(), "{bad:?}");
+        }
+        let mut many = NodeMetrics::default();
+        for i in 0..=MAX_DEFENCES {
+            many.miss(&"d".repeat(i + 1));
+        }
+        assert!(!many.well_formed());
     }
 }

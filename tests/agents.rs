@@ -1,8 +1,10 @@
 //! Agents on real labs (root): the CPS sensors and controller of city over
 //! mutual-TLS QUIC, supervision across SIGKILL without nonce reuse, the key
-//! log decrypting a capture, events, logs and metrics; and rogue clients
+//! log decrypting a capture, events, logs and metrics; rogue clients
 //! inside the IoT LAN that must be refused or have every bad input rejected
-//! with its reason while honest sensors keep delivering.
+//! with its reason while honest sensors keep delivering; and readings as
+//! plain UDP datagrams, with the replay window on and, as a negative
+//! control, off.
 
 mod common;
 
@@ -16,8 +18,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use testbed::agent::identity::{self, Identity};
 use testbed::agent::transport::{self, AGENT_PORT};
-use testbed::cps::reading::{Reading, SensorKind};
-use testbed::cps::seal::{self, SessionKeys};
+use testbed::cps::reading::{Ack, Reading, SensorKind};
+use testbed::cps::seal::{self, Frame, SessionKeys};
 use testbed::cps::{self as cps};
 use testbed::events::{Reason, Record};
 
@@ -27,6 +29,7 @@ struct Row {
     time: String,
     sensor: String,
     latency_ms: Option<f64>,
+    encrypted: bool,
     outcome: String,
     reason: String,
     counter: Option<u64>,
@@ -42,6 +45,7 @@ fn results(out: &Path) -> Vec<Row> {
                 time: f[0].to_string(),
                 sensor: f[1].to_string(),
                 latency_ms: f[4].parse().ok(),
+                encrypted: f[6] == "true",
                 outcome: f[7].to_string(),
                 reason: f[8].to_string(),
                 counter: f[9].parse().ok(),
@@ -126,12 +130,7 @@ fn city_sensors_deliver_survive_sigkill_without_nonce_reuse_and_keylog_decrypts_
             "127.0.0.1:0",
         ],
     );
-    let metrics_addr = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics: http://"))
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .expect("up prints the metrics address")
-        .to_string();
+    let metrics_addr = metrics_address(&printed);
 
     // Every agent runs as nobody without capabilities; keys are 0600.
     let sensors = [
@@ -448,6 +447,27 @@ name = "iot"
 members = ["controller", "s1", "s2", "mallory"]
 "#;
 
+/// `node`'s address in the lab's hosts file.
+fn host_addr(lab: &str, node: &str) -> std::net::IpAddr {
+    let hosts = std::fs::read_to_string(testbed::lab::state::hosts_path(lab)).unwrap();
+    hosts
+        .lines()
+        .find(|l| l.ends_with(&format!("\t{node}")))
+        .and_then(|l| l.split('\t').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{node} in the hosts file"))
+}
+
+/// The metrics address `up --metrics` printed.
+fn metrics_address(printed: &str) -> String {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics: http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .expect("up prints the metrics address")
+        .to_string()
+}
+
 /// Run `f` on a thread inside `node`'s namespace with a tokio runtime.
 fn inside<T: Send + 'static>(
     lab: &str,
@@ -570,19 +590,8 @@ fn rogue_clients_are_refused_and_every_bad_input_is_rejected_with_its_reason() {
         &topo,
         &["--out", out.to_str().unwrap(), "--metrics", "127.0.0.1:0"],
     );
-    let metrics_addr = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics: http://"))
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .unwrap()
-        .to_string();
-    let hosts = std::fs::read_to_string(testbed::lab::state::hosts_path(&lab)).unwrap();
-    let controller: std::net::IpAddr = hosts
-        .lines()
-        .find(|l| l.ends_with("\tcontroller"))
-        .and_then(|l| l.split('\t').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap();
+    let metrics_addr = metrics_address(&printed);
+    let controller = host_addr(&lab, "controller");
     let lab_ca = identity::ca_path(&lab);
     let ca = Identity::load(&lab, "mallory").unwrap().ca;
     let rss_before: u64 = status_field(agent_pid(&lab, "controller").unwrap(), "VmRSS:")
@@ -782,4 +791,243 @@ fn rogue_clients_are_refused_and_every_bad_input_is_rejected_with_its_reason() {
     ] {
         assert!(out.join(old).exists(), "{old} kept");
     }
+}
+
+/// A controller, a sensor over plain UDP, one over QUIC datagrams, and
+/// mallory (a node of the lab with a certificate but no agent: an insider
+/// whose key the test holds). `SWITCH` is the controller's replay window.
+const UDP_LAB: &str = r#"
+[lab]
+name = "LAB"
+seed = 9
+
+[[node]]
+name = "controller"
+kind = "controller"
+role = "cps-controller"
+options = { max_rate = 50, replay_window = "SWITCH" }
+
+[[node]]
+name = "s-udp"
+kind = "sensor"
+role = "cps-sensor"
+options = { sensor = "temperature", interval = "200ms", transport = "udp" }
+
+[[node]]
+name = "s-quic"
+kind = "sensor"
+role = "cps-sensor"
+options = { sensor = "door", interval = "200ms" }
+
+[[node]]
+name = "mallory"
+kind = "attacker"
+
+[[segment]]
+name = "iot"
+members = ["controller", "s-udp", "s-quic", "mallory"]
+"#;
+
+/// The value of `family{lab="LAB",node="NODE",...}`, if exported.
+fn node_sample(metrics: &str, family: &str, lab: &str, node: &str) -> Option<f64> {
+    sample(metrics, &format!("{family}{{lab=\"{lab}\",node=\"{node}\""))
+}
+
+/// Readings over plain UDP on a lab whose controller's replay window is
+/// `switch`: the UDP sensor delivers and times its ACKs; from mallory, a
+/// frame with an id no certificate has is unauthorized, one with s-udp's id
+/// and random ciphertext undecryptable, and a sealed reading sent twice is
+/// accepted once and replayed once, or (window off) accepted twice with one
+/// defence miss.
+fn readings_over_udp(switch: &str, tag: &str) {
+    let off = switch == "off";
+    let topo = write_topology(&UDP_LAB.replace("SWITCH", switch), tag);
+    let lab = topo.lab.clone();
+    let out = topo.dir.path().join("out");
+    let (_guard, printed) = LabGuard::up_with(
+        &topo,
+        &["--out", out.to_str().unwrap(), "--metrics", "127.0.0.1:0"],
+    );
+    let metrics_addr = metrics_address(&printed);
+    let controller = host_addr(&lab, "controller");
+
+    // 1. Both sensors deliver; the UDP sensor's ACKs come back and are timed.
+    wait_for(
+        "readings from both sensors",
+        Duration::from_secs(20),
+        || {
+            let rows = results(&out);
+            let n = |s: &str| {
+                rows.iter()
+                    .filter(|r| r.sensor == s && r.outcome == "delivered")
+                    .count()
+            };
+            (n("s-udp") >= 5 && n("s-quic") >= 1).then_some(())
+        },
+    );
+    let m = wait_for(
+        "the UDP sensor's round trips",
+        Duration::from_secs(10),
+        || {
+            let m = http_get(&metrics_addr, "/metrics");
+            (node_sample(&m, "testbed_latency_seconds_count", &lab, "s-udp")? >= 3.0).then_some(m)
+        },
+    );
+    assert!(node_sample(&m, "testbed_messages_received_total", &lab, "s-udp").unwrap() >= 3.0);
+    for node in ["controller", "s-udp", "s-quic"] {
+        let rss = node_sample(&m, "testbed_agent_resident_bytes", &lab, node);
+        assert!(rss.is_some_and(|b| b > 1e6), "{node}: {rss:?}");
+    }
+    let rows = results(&out);
+    let udp_rows: Vec<&Row> = rows.iter().filter(|r| r.sensor == "s-udp").collect();
+    assert!(
+        udp_rows
+            .iter()
+            .all(|r| r.outcome == "delivered" && r.encrypted && r.reason.is_empty()),
+        "{udp_rows:?}"
+    );
+
+    // 2. Mallory's datagrams to the controller's UDP port.
+    let me = Identity::load(&lab, "mallory").unwrap();
+    let controller_cert = identity::load_cert(&lab, "controller").unwrap();
+    let keys = cps::session_keys(&me, &controller_cert, true, "mallory").unwrap();
+    let (mallory_addr, acks) = inside(&lab, "mallory", move || {
+        Box::pin(async move {
+            let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+            let to = std::net::SocketAddr::new(controller, cps::CPS_UDP_PORT);
+            let pause = || tokio::time::sleep(Duration::from_millis(50));
+            // An id no certificate of the lab has: unauthorized.
+            let stranger = SessionKeys::from_bytes([7; 32], [8; 32]);
+            let ghost = sealed(&stranger, cps::sensor_id("ghost"), 1, Duration::ZERO);
+            socket.send_to(&ghost, to).await.unwrap();
+            pause().await;
+            // s-udp's id over random ciphertext: undecryptable.
+            let mut forged = sealed(&stranger, cps::sensor_id("s-udp"), 1 << 40, Duration::ZERO);
+            for b in &mut forged[seal::HEADER_LEN..] {
+                *b = rand::random();
+            }
+            socket.send_to(&forged, to).await.unwrap();
+            pause().await;
+            // A sealed reading of mallory's, twice.
+            let reading = sealed(&keys, cps::sensor_id("mallory"), 1, Duration::ZERO);
+            for _ in 0..2 {
+                socket.send_to(&reading, to).await.unwrap();
+                pause().await;
+            }
+            // The sealed ACKs that came back.
+            let mut acks = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok(Ok((n, from))) =
+                tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf)).await
+            {
+                assert_eq!(from, to);
+                let frame = Frame::parse(&buf[..n]).unwrap();
+                let ack = Ack::decode(&seal::open(&keys, &frame).unwrap()).unwrap();
+                acks.push(ack.counter);
+            }
+            let port = socket.local_addr().unwrap().port();
+            (port, acks)
+        })
+    });
+    let accepted = if off { 2 } else { 1 };
+    assert_eq!(acks, vec![1; accepted], "ACKs for mallory's reading");
+
+    let m = wait_for("mallory's refusals", Duration::from_secs(10), || {
+        let m = http_get(&metrics_addr, "/metrics");
+        (rejected(&m, &lab, "unauthorized") >= 1.0 && rejected(&m, &lab, "undecryptable") >= 1.0)
+            .then_some(m)
+    });
+    assert_eq!(rejected(&m, &lab, "unauthorized"), 1.0);
+    assert_eq!(rejected(&m, &lab, "undecryptable"), 1.0);
+    assert_eq!(rejected(&m, &lab, "replayed"), if off { 0.0 } else { 1.0 });
+    let misses = sample(
+        &m,
+        &format!(
+            "testbed_defence_misses_total{{lab=\"{lab}\",node=\"controller\",role=\"cps-controller\",defence=\"replay_window\"}}"
+        ),
+    );
+    let role_misses = sample(
+        &m,
+        &format!(
+            "testbed_role_defence_misses_total{{lab=\"{lab}\",role=\"cps-controller\",defence=\"replay_window\"}}"
+        ),
+    );
+    if off {
+        assert_eq!(misses, Some(1.0), "{m}");
+        assert_eq!(role_misses, Some(1.0), "{m}");
+    } else {
+        assert!(!m.contains("testbed_defence_misses_total{"), "{m}");
+    }
+
+    let rows = wait_for("mallory's rows", Duration::from_secs(5), || {
+        let rows = results(&out);
+        let n = rows
+            .iter()
+            .filter(|r| r.sensor == "mallory" || r.reason == "undecryptable")
+            .count();
+        (n >= 2 && rows.iter().any(|r| r.reason == "unauthorized")).then_some(rows)
+    });
+    let ghost = rows.iter().find(|r| r.reason == "unauthorized").unwrap();
+    assert_eq!(ghost.outcome, "rejected");
+    assert!(
+        ghost.sensor.ends_with(&format!(":{mallory_addr}")),
+        "an unknown sender is named by its address: {ghost:?}"
+    );
+    let forged = rows.iter().find(|r| r.reason == "undecryptable").unwrap();
+    assert_eq!(
+        (forged.sensor.as_str(), forged.counter),
+        ("s-udp", Some(1 << 40))
+    );
+    let mallory: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r.sensor == "mallory" && r.counter == Some(1))
+        .map(|r| (r.outcome.as_str(), r.reason.as_str()))
+        .collect();
+    let expected = if off {
+        vec![("delivered", ""), ("delivered", "miss:replay_window")]
+    } else {
+        vec![("delivered", ""), ("rejected", "replayed")]
+    };
+    assert_eq!(mallory, expected);
+
+    // The controller announced a switched-off defence, and only then.
+    let notices: Vec<String> = events(&out)
+        .into_iter()
+        .filter(|e| e.node == "controller" && e.event.kind() == "notice")
+        .map(|e| serde_json::to_string(&e.event).unwrap())
+        .collect();
+    assert_eq!(
+        notices
+            .iter()
+            .any(|n| n.contains("defence replay_window is OFF")),
+        off,
+        "{notices:?}"
+    );
+
+    // The honest sensors were never disturbed.
+    let rows = results(&out);
+    for s in ["s-udp", "s-quic"] {
+        assert!(
+            rows.iter()
+                .filter(|r| r.sensor == s)
+                .all(|r| r.outcome == "delivered" || r.reason == "undecryptable"),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn udp_readings_are_delivered_and_replays_refused() {
+    if !root_or_skip("udp_readings") {
+        return;
+    }
+    readings_over_udp("on", "ud");
+}
+
+#[test]
+fn udp_replays_are_accepted_and_counted_with_the_replay_window_off() {
+    if !root_or_skip("udp_replay_window_off") {
+        return;
+    }
+    readings_over_udp("off", "uo");
 }

@@ -16,7 +16,8 @@ use rand_chacha::rand_core::SeedableRng;
 use testbed::cps::counter::{NonceCounter, RESERVE};
 use testbed::cps::reading::{Ack, Reading, SensorKind};
 use testbed::cps::seal::{
-    Frame, FrameError, FrameKind, HEADER_LEN, MAX_FRAME, SessionKeys, open, seal_ack, seal_reading,
+    Frame, FrameError, FrameKind, HEADER_LEN, MAX_FRAME, SessionKeys, decrypt_unauthenticated,
+    open, seal_ack, seal_reading,
 };
 use testbed::cps::window::{Replay, ReplayWindow, WIDTH};
 
@@ -122,6 +123,28 @@ proptest! {
         if let Ok(frame) = Frame::parse(&bytes) {
             prop_assert!(open(&keys, &frame).is_err(), "bit {} flipped and accepted", bit);
         }
+    }
+
+    #[test]
+    fn unauthenticated_decryption_is_aes_gcms_keystream(
+        keys in keys(),
+        r in reading(),
+        bit in any::<proptest::sample::Index>(),
+    ) {
+        let bytes = seal_reading(&keys, &r);
+        let frame = Frame::parse(&bytes).unwrap();
+        let plain = open(&keys, &frame).unwrap();
+        prop_assert_eq!(&decrypt_unauthenticated(&keys, &frame), &plain);
+
+        // One flipped ciphertext bit: the tag fails, the same plaintext bit flips.
+        let bit = bit.index(Reading::LEN * 8);
+        let mut bad = bytes.clone();
+        bad[HEADER_LEN + bit / 8] ^= 1 << (bit % 8);
+        let frame = Frame::parse(&bad).unwrap();
+        prop_assert!(open(&keys, &frame).is_err());
+        let mut expected = plain.clone();
+        expected[bit / 8] ^= 1 << (bit % 8);
+        prop_assert_eq!(decrypt_unauthenticated(&keys, &frame), expected);
     }
 
     #[test]

@@ -47,12 +47,42 @@ pub fn ca_path(lab: &str) -> PathBuf {
     pki_dir(lab).join("ca.pem")
 }
 
+/// Where every node's certificate and key are.
+pub fn nodes_dir(lab: &str) -> PathBuf {
+    pki_dir(lab).join("nodes")
+}
+
 pub fn cert_path(lab: &str, node: &str) -> PathBuf {
-    pki_dir(lab).join("nodes").join(format!("{node}.pem"))
+    nodes_dir(lab).join(format!("{node}.pem"))
 }
 
 pub fn key_path(lab: &str, node: &str) -> PathBuf {
-    pki_dir(lab).join("nodes").join(format!("{node}.key"))
+    nodes_dir(lab).join(format!("{node}.key"))
+}
+
+/// Another node's certificate (read before dropping root: the lab's state
+/// folder is root's).
+pub fn load_cert(lab: &str, node: &str) -> Result<CertificateDer<'static>, IdentityError> {
+    read_cert(&cert_path(lab, node))
+}
+
+/// Every node with a certificate in the lab (the stems of
+/// `pki/nodes/*.pem`), sorted.
+pub fn certified_nodes(lab: &str) -> Result<Vec<String>, IdentityError> {
+    let dir = nodes_dir(lab);
+    let entries = fs::read_dir(&dir).map_err(|source| IdentityError::File {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut nodes: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".pem").map(str::to_string)
+        })
+        .collect();
+    nodes.sort();
+    Ok(nodes)
 }
 
 /// A node to certify: its name and every address it has.
@@ -65,7 +95,7 @@ pub struct Subject<'a> {
 /// the lab only: its name carries the lab's name, and no other lab trusts it.
 pub fn issue(lab: &str, subjects: &[Subject]) -> Result<(), IdentityError> {
     let dir = pki_dir(lab);
-    let nodes = dir.join("nodes");
+    let nodes = nodes_dir(lab);
     fs::create_dir_all(&nodes).map_err(|source| IdentityError::File {
         path: nodes.clone(),
         source,

@@ -81,6 +81,8 @@ pub enum AgentError {
     Transport(#[from] transport::TransportError),
     #[error(transparent)]
     Role(#[from] RoleError),
+    #[error("no node {0} in this lab's hosts file")]
+    UnknownPeer(String),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -190,9 +190,14 @@ async fn forward(mut rx: mpsc::Receiver<Upstream>, mut writer: tokio::net::unix:
     }
 }
 
-/// Once a second: sample QUIC RTT and losses, send the metrics, and summarise
-/// rejections that exceeded the event budget.
+/// Once a second: sample QUIC RTT and losses and the resident memory, send
+/// the metrics, and summarise rejections that exceeded the event budget.
 async fn report(ctx: Context) {
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u64::try_from(p).ok())
+        .unwrap_or(4096);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -229,10 +234,17 @@ async fn report(ctx: Context) {
                 m.quic_rtt.observe(r);
             }
             m.quic_lost_packets = ctx.inner.closed_lost.load(Ordering::Relaxed) + lost_live;
+            m.resident_bytes = resident_pages().map_or(0, |p| p * page_size);
             m.clone()
         };
         ctx.send(Upstream::Metrics(snapshot));
     }
+}
+
+/// Resident pages of this process: the second field of `/proc/self/statm`.
+fn resident_pages() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    statm.split_whitespace().nth(1)?.parse().ok()
 }
 
 struct Inner {

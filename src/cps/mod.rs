@@ -1,8 +1,10 @@
 //! The CPS application of seed 002: six kinds of sensor send sealed readings
-//! to a controller over mutual-TLS QUIC.
+//! to a controller over mutual-TLS QUIC, or as plain UDP datagrams where the
+//! seal is the only protection (seed 002's setup, for attack scenarios).
 
 pub mod controller;
 pub mod counter;
+pub mod defence;
 pub mod model;
 pub mod reading;
 pub mod seal;
@@ -12,6 +14,10 @@ pub mod window;
 use crate::agent::identity::{self, Identity, IdentityError};
 use rustls::pki_types::CertificateDer;
 use seal::SessionKeys;
+
+/// The controller's port for readings as plain UDP datagrams (no TLS); QUIC
+/// stays on [`crate::agent::transport::AGENT_PORT`].
+pub const CPS_UDP_PORT: u16 = 4434;
 
 /// A sensor's id on the wire (in every nonce): FNV-1a of its node name, so
 /// the controller knows which id a certificate's node must use without any

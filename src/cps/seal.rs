@@ -10,8 +10,10 @@
 
 use std::fmt;
 
+use aes::Aes256;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use ctr::cipher::{InnerIvInit, StreamCipher};
 use hkdf::Hkdf;
 use p256::{PublicKey, SecretKey};
 use sha2::{Digest, Sha256};
@@ -37,6 +39,9 @@ const INFO_C2S: &[u8] = b"testbed-cps-v1 c2s";
 pub struct SessionKeys {
     /// Sensor → controller: seals readings.
     s2c: Aes256Gcm,
+    /// The same key as plain AES, for [`decrypt_unauthenticated`] (a
+    /// controller whose `authenticate` defence is off).
+    s2c_block: Aes256,
     /// Controller → sensor: seals acks.
     c2s: Aes256Gcm,
 }
@@ -76,6 +81,7 @@ impl SessionKeys {
     pub fn from_bytes(s2c: [u8; 32], c2s: [u8; 32]) -> SessionKeys {
         SessionKeys {
             s2c: Aes256Gcm::new(&s2c.into()),
+            s2c_block: Aes256::new(&s2c.into()),
             c2s: Aes256Gcm::new(&c2s.into()),
         }
     }
@@ -262,4 +268,25 @@ pub fn open(keys: &SessionKeys, frame: &Frame) -> Result<Vec<u8>, OpenError> {
         )
         .map_err(|_| OpenError)?;
     Ok(plaintext)
+}
+
+/// Decrypts a reading frame WITHOUT checking its tag: AES-GCM's own CTR
+/// keystream (J0 = nonce ‖ 0x00000001; the payload starts at counter 2,
+/// 32-bit big-endian), so an untampered frame yields what [`open`] yields and
+/// a flipped ciphertext bit flips the same plaintext bit. Only for a
+/// controller whose `authenticate` defence is switched off (negative
+/// controls); never use it to trust anything. Acks are never opened this way.
+pub fn decrypt_unauthenticated(keys: &SessionKeys, frame: &Frame) -> Vec<u8> {
+    let body_len = frame.ciphertext.len().saturating_sub(TAG_LEN);
+    let mut plaintext = frame.ciphertext[..body_len].to_vec();
+    let mut iv = [0u8; 16];
+    iv[..12].copy_from_slice(&frame.nonce);
+    iv[15] = 2;
+    let core = ctr::CtrCore::<Aes256, ctr::flavors::Ctr32BE>::inner_iv_init(
+        keys.s2c_block.clone(),
+        &iv.into(),
+    );
+    let mut ctr = ctr::Ctr32BE::from_core(core);
+    ctr.apply_keystream(&mut plaintext);
+    plaintext
 }

@@ -1,19 +1,23 @@
 //! `cps-sensor`: one of seed 002's six sensors. Every `interval` it takes a
 //! value from its model, seals it (AES-256-GCM under the session key it
 //! shares with the controller; nonce = its id ‖ a counter that survives
-//! restarts) and sends it as a QUIC datagram; the controller's sealed ACK
-//! gives the round trip.
+//! restarts) and sends it over its transport: a QUIC datagram or stream, or a
+//! plain UDP datagram. The controller's sealed ACK gives the round trip. The
+//! transports differ only in how the bytes move ([`Link`]).
 
 use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 
 use super::counter::NonceCounter;
 use super::model::ValueModel;
 use super::reading::{Ack, Reading, SensorKind};
 use super::seal::{self, Frame, FrameKind, SessionKeys};
-use super::{sensor_id, session_keys};
+use super::{CPS_UDP_PORT, sensor_id, session_keys};
+use crate::agent::identity;
 use crate::agent::{
     AgentConfig, AgentError, Context, connect, duration_option, peer_cert, state_file,
 };
@@ -34,7 +38,9 @@ pub struct Options {
     /// "datagram" (default): each reading is one QUIC datagram, lost when
     /// the network loses it. "stream": each reading on its own QUIC stream,
     /// retransmitted until delivered (seed 002's TCP), so losses show up as
-    /// latency instead.
+    /// latency instead. "udp": each reading one plain UDP datagram to the
+    /// controller's [`CPS_UDP_PORT`], without TLS (seed 002's setup: only the
+    /// seal protects it).
     pub transport: Option<Transport>,
 }
 
@@ -43,6 +49,7 @@ pub struct Options {
 pub enum Transport {
     Datagram,
     Stream,
+    Udp,
 }
 
 impl Options {
@@ -58,12 +65,19 @@ impl Options {
     pub fn controller(&self) -> &str {
         self.controller.as_deref().unwrap_or("controller")
     }
+
+    pub fn transport(&self) -> Transport {
+        self.transport.unwrap_or(Transport::Datagram)
+    }
 }
 
 /// A sensor with its nonce counter open (a root-owned 0600 file).
 pub struct Sensor {
     options: Options,
     counter: NonceCounter,
+    /// The controller's certificate, read at start for the `udp` transport
+    /// (no handshake brings it); `None` for the QUIC transports.
+    udp_peer: Option<CertificateDer<'static>>,
 }
 
 impl Sensor {
@@ -83,7 +97,15 @@ impl Sensor {
             .open(&path)
             .map_err(io)?;
         let counter = NonceCounter::open(file).map_err(io)?;
-        Ok(Sensor { options, counter })
+        let udp_peer = match options.transport() {
+            Transport::Udp => Some(identity::load_cert(&config.lab, options.controller())?),
+            Transport::Datagram | Transport::Stream => None,
+        };
+        Ok(Sensor {
+            options,
+            counter,
+            udp_peer,
+        })
     }
 
     pub async fn run(mut self, ctx: Context) -> Result<(), AgentError> {
@@ -97,6 +119,29 @@ impl Sensor {
             next_counter = self.counter.peek(),
             "nonce counter resumes"
         );
+        if let Some(cert) = self.udp_peer.take() {
+            let addr = ctx
+                .addr_of(&controller)
+                .ok_or_else(|| AgentError::UnknownPeer(controller.clone()))?;
+            let io = |source| AgentError::Io {
+                what: "UDP socket".into(),
+                source,
+            };
+            let socket = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+                .await
+                .map_err(io)?;
+            let keys = session_keys(ctx.identity(), &cert, true, &me)?;
+            ctx.ready();
+            let link = Link::Udp {
+                socket: &socket,
+                to: SocketAddr::new(addr, CPS_UDP_PORT),
+            };
+            let why = self
+                .session(&ctx, &link, &keys, &mut model, interval)
+                .await?;
+            return Err(io(std::io::Error::other(why)));
+        }
+        let streams = self.options.transport() == Transport::Stream;
         let mut ready = false;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -119,8 +164,12 @@ impl Sensor {
                 ctx.ready();
                 ready = true;
             }
+            let link = Link::Quic {
+                conn: &conn,
+                streams,
+            };
             let reason = self
-                .session(&ctx, &conn, &keys, &mut model, interval)
+                .session(&ctx, &link, &keys, &mut model, interval)
                 .await?;
             ctx.event(Event::PeerLost {
                 peer: controller.clone(),
@@ -129,11 +178,11 @@ impl Sensor {
         }
     }
 
-    /// Send readings and match ACKs until the connection ends (its reason).
+    /// Send readings and match ACKs until the link ends (its reason).
     async fn session(
         &mut self,
         ctx: &Context,
-        conn: &quinn::Connection,
+        link: &Link<'_>,
         keys: &SessionKeys,
         model: &mut ValueModel,
         interval: Duration,
@@ -158,24 +207,20 @@ impl Sensor {
                         timestamp_us: now,
                         value: model.next(now as f64 / 1e6),
                     };
-                    let frame = seal::seal_reading(keys, &reading);
-                    let sent = match self.options.transport.unwrap_or(Transport::Datagram) {
-                        Transport::Datagram => conn.send_datagram(frame.into()).map_err(|e| e.to_string()),
-                        Transport::Stream => send_stream(conn, frame).await,
-                    };
-                    if let Err(e) = sent {
-                        return Ok(e);
+                    match link.send(seal::seal_reading(keys, &reading)).await {
+                        Ok(true) => ctx.metrics().sent += 1,
+                        Ok(false) => continue,
+                        Err(e) => return Ok(e),
                     }
-                    ctx.metrics().sent += 1;
                     if pending.len() == MAX_PENDING {
                         pending.pop_front();
                     }
                     pending.push_back((counter, now));
                 }
-                d = conn.read_datagram() => {
+                d = link.recv() => {
                     let d = match d {
                         Ok(d) => d,
-                        Err(e) => return Ok(e.to_string()),
+                        Err(e) => return Ok(e),
                     };
                     match open_ack(keys, &d) {
                         Ok(ack) => {
@@ -190,6 +235,69 @@ impl Sensor {
                     }
                 }
             }
+        }
+    }
+}
+
+/// How readings reach the controller and its ACKs come back.
+enum Link<'a> {
+    /// A mutual-TLS QUIC connection: readings as datagrams, or each on a
+    /// stream of its own; ACKs as datagrams.
+    Quic {
+        conn: &'a quinn::Connection,
+        streams: bool,
+    },
+    /// Plain UDP to the controller's [`CPS_UDP_PORT`]; ACKs come back to the
+    /// same socket.
+    Udp {
+        socket: &'a tokio::net::UdpSocket,
+        to: SocketAddr,
+    },
+}
+
+impl Link<'_> {
+    /// Send one sealed reading: `Ok(false)` if it was lost on the way out (a
+    /// UDP send error; the link stays), `Err` once the link is gone (why).
+    async fn send(&self, frame: Vec<u8>) -> Result<bool, String> {
+        match self {
+            Link::Quic {
+                conn,
+                streams: false,
+            } => conn
+                .send_datagram(frame.into())
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+            Link::Quic {
+                conn,
+                streams: true,
+            } => send_stream(conn, frame).await.map(|()| true),
+            Link::Udp { socket, to } => match socket.send_to(&frame, to).await {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    tracing::debug!(%to, "UDP send: {e}");
+                    Ok(false)
+                }
+            },
+        }
+    }
+
+    /// The next datagram from the controller (UDP: read into a fixed buffer
+    /// one byte longer than a frame, so a longer one shows as oversize).
+    /// `Err` once the link is gone.
+    async fn recv(&self) -> Result<Vec<u8>, String> {
+        match self {
+            Link::Quic { conn, .. } => conn
+                .read_datagram()
+                .await
+                .map(|d| d.to_vec())
+                .map_err(|e| e.to_string()),
+            Link::Udp { socket, .. } => loop {
+                let mut buf = [0u8; seal::MAX_FRAME + 1];
+                match socket.recv_from(&mut buf).await {
+                    Ok((n, _)) => return Ok(buf[..n].to_vec()),
+                    Err(e) => tracing::debug!("UDP receive: {e}"),
+                }
+            },
         }
     }
 }

@@ -248,3 +248,33 @@ proptest! {
         prop_assert_eq!(&frame[range], &payload[..]);
     }
 }
+
+/// The fuzz seeds (first byte: length of the filter, then the filter, then
+/// a frame) are filters that parse and match their frame, so the fuzzer
+/// starts from inputs that reach the matching code.
+#[test]
+fn fuzz_seeds_parse_and_match() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/attack_match");
+    let seeds = [
+        "udp_port_node",
+        "payload_bytes",
+        "ip6_not_port",
+        "icmp_contains",
+        "arp_ether",
+        "net_host",
+    ];
+    for name in seeds {
+        let data = std::fs::read(dir.join(name)).unwrap();
+        let (&len, rest) = data.split_first().unwrap();
+        let (text, frame) = rest.split_at(usize::from(len));
+        let text = std::str::from_utf8(text).unwrap();
+        let m = Matcher::parse(text, &resolve).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(m.matches(frame), "{name}: {text} does not match its frame");
+        let mut copy = frame.to_vec();
+        fix_checksums(&mut copy);
+        assert_eq!(
+            copy, frame,
+            "{name}: the seed frame's checksums are already right"
+        );
+    }
+}

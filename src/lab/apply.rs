@@ -95,6 +95,8 @@ pub fn up(plan: &Plan, options: &UpOptions, progress: Progress) -> Result<UpOutc
     let mut plan = plan.clone();
     if applied == Impairments::Userspace {
         plan.route_through_engine();
+    } else {
+        plan.route_in_path_through_engine();
     }
     let result = create(&plan, applied, options, progress);
     if let Err(err) = result {

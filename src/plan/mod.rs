@@ -139,6 +139,10 @@ pub struct IfacePlan {
     pub link_local6: Option<IpNet>,
     /// Profile for frames this node sends on this interface.
     pub profile_out: Option<String>,
+    /// The network is marked `in_path`: the engine carries this interface
+    /// even without a profile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_path: bool,
     /// The infrastructure end of this interface's veth: a bridge port for a
     /// segment member, an engine port for a relayed link end. `None` for a
     /// point-to-point link end joined directly to its peer (see [`LinkPlan`]).
@@ -163,6 +167,14 @@ pub struct RelayPlan {
     /// Side A: (node index, interface index); that interface's port is port A.
     pub a: (usize, usize),
     pub b: RelaySide,
+    /// The engine applies the profiles' impairments on this relay (false
+    /// when netem does, and the engine only carries it for an attacker).
+    #[serde(default = "yes")]
+    pub impaired: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What is on the B side of a relay.
@@ -421,8 +433,9 @@ pub fn build(topo: &Topology) -> Plan {
                 IpNet::from(seg.subnet),
                 seg.subnet6.map(IpNet::from),
             );
-            node.ifaces
-                .push(iface(j, net, member, &seg.profile, Some(port)));
+            let mut plan = iface(j, net, member, &seg.profile, Some(port));
+            plan.in_path = seg.in_path;
+            node.ifaces.push(plan);
         }
     }
 
@@ -436,7 +449,9 @@ pub fn build(topo: &Topology) -> Plan {
                 IpNet::from(link.subnet),
                 link.subnet6.map(IpNet::from),
             );
-            node.ifaces.push(iface(j, net, att, profile, None));
+            let mut plan = iface(j, net, att, profile, None);
+            plan.in_path = link.in_path;
+            node.ifaces.push(plan);
             (att.node, j)
         };
         let a = end(&link.a, &link.profile_ab);
@@ -492,6 +507,7 @@ fn iface(
         addr6,
         link_local6: link_local_for(addr6),
         profile_out: profile.clone(),
+        in_path: false,
         port,
     }
 }

@@ -12,10 +12,21 @@
 use super::{InfraPort, NodePort, Plan, RelayPlan, RelaySide};
 
 impl Plan {
-    /// Route every impaired interface through the userspace engine (what `up`
-    /// does when the lab's impairments are not applied by netem). Calling it
-    /// again changes nothing.
+    /// Route every impaired interface, and every `in_path` one, through the
+    /// userspace engine (what `up` does when the lab's impairments are not
+    /// applied by netem). Calling it again changes nothing.
     pub fn route_through_engine(&mut self) {
+        self.place_relays(true);
+    }
+
+    /// Route only `in_path` interfaces through the engine, which then only
+    /// carries them (netem impairs them: the kernel backend).
+    pub fn route_in_path_through_engine(&mut self) {
+        self.place_relays(false);
+    }
+
+    /// Relays for in-path interfaces, and with `impairments` for impaired ones.
+    fn place_relays(&mut self, impairments: bool) {
         if !self.relays.is_empty() {
             return;
         }
@@ -30,7 +41,8 @@ impl Plan {
                 let Some(port) = iface.port.as_mut() else {
                     continue;
                 };
-                let Some(bridge) = port.bridge.filter(|_| iface.profile_out.is_some()) else {
+                let carried = iface.in_path || (impairments && iface.profile_out.is_some());
+                let Some(bridge) = port.bridge.filter(|_| carried) else {
                     continue;
                 };
                 port.bridge = None;
@@ -46,6 +58,7 @@ impl Plan {
                             bridge,
                         },
                     },
+                    impaired: impairments,
                 });
             }
         }
@@ -53,7 +66,7 @@ impl Plan {
             let impaired = [link.a, link.b]
                 .iter()
                 .any(|&end| self.iface(end).profile_out.is_some());
-            if !impaired {
+            if !(self.iface(link.a).in_path || (impairments && impaired)) {
                 continue;
             }
             for (end, side) in [(link.a, 'a'), (link.b, 'b')] {
@@ -67,6 +80,7 @@ impl Plan {
                 name: link.name.clone(),
                 a: link.a,
                 b: RelaySide::Node(link.b.0, link.b.1),
+                impaired: impairments,
             });
         }
         self.relays = relays;

@@ -15,8 +15,9 @@ mod raw;
 mod wiring;
 
 pub use error::TopologyError;
+pub(crate) use error::{Issue, Source};
 pub use model::*;
-pub use names::MAX_LAB_NAME_LEN;
+pub use names::{MAX_LAB_NAME_LEN, check_lab_name};
 pub use nodes::{MAX_GROUP_COUNT, MAX_NODES};
 pub use parse::{DEFAULT_POOL, DEFAULT_SEED, load, parse_str};
 pub use profiles::MAX_QUEUE_LIMIT;

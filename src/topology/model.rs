@@ -140,6 +140,10 @@ pub struct Segment {
     pub subnet6: Option<Ipv6Net>,
     /// In file order, no duplicates.
     pub members: Vec<Attachment>,
+    /// Every member's port goes through the userspace engine, impaired or
+    /// not, so an attacker can sit in the path.
+    #[serde(default)]
+    pub in_path: bool,
 }
 
 /// One node's attachment to a segment or one end of a link, with its addresses.
@@ -164,6 +168,9 @@ pub struct Link {
     pub profile_ba: Option<String>,
     pub subnet: Ipv4Net,
     pub subnet6: Option<Ipv6Net>,
+    /// The link goes through the userspace engine, impaired or not.
+    #[serde(default)]
+    pub in_path: bool,
 }
 
 impl Topology {

@@ -16,7 +16,7 @@ pub(crate) fn check_name(name: &str, what: &str) -> Result<(), String> {
 
 /// Checks a lab name: `[a-z0-9][a-z0-9-]*`, at most [`MAX_LAB_NAME_LEN`]
 /// characters, because it prefixes namespace names.
-pub(crate) fn check_lab_name(name: &str) -> Result<(), String> {
+pub fn check_lab_name(name: &str) -> Result<(), String> {
     check(name, "lab", MAX_LAB_NAME_LEN, |c| c == '-').map_err(|rule| {
         format!("{rule}; lab names are lowercase letters, digits and '-', starting with a letter or digit, at most {MAX_LAB_NAME_LEN} characters")
     })

@@ -211,6 +211,7 @@ fn assemble(
             subnet: a.subnet,
             subnet6: a.subnet6,
             members: a.members,
+            in_path: info.in_path,
         })
         .collect();
     let link_nets = wiring.nets.iter().skip(segment_count);
@@ -229,6 +230,7 @@ fn assemble(
                 profile_ba: info.profile_ba,
                 subnet: a.subnet,
                 subnet6: a.subnet6,
+                in_path: info.in_path,
             })
         })
         .collect();

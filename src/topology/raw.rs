@@ -116,6 +116,7 @@ pub(crate) struct RawSegment {
     pub profile: Option<Str>,
     pub subnet: Option<Str>,
     pub subnet6: Option<Str>,
+    pub in_path: Option<bool>,
 }
 
 /// `[[link]]`.
@@ -130,4 +131,5 @@ pub(crate) struct RawLink {
     pub profile_ba: Option<Str>,
     pub subnet: Option<Str>,
     pub subnet6: Option<Str>,
+    pub in_path: Option<bool>,
 }

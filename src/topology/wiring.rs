@@ -42,6 +42,7 @@ pub(crate) struct Net {
 pub(crate) struct SegmentInfo {
     pub kind: SegmentKind,
     pub profile: Option<String>,
+    pub in_path: bool,
 }
 
 /// What a link keeps besides its network.
@@ -49,6 +50,7 @@ pub(crate) struct SegmentInfo {
 pub(crate) struct LinkInfo {
     pub profile_ab: Option<String>,
     pub profile_ba: Option<String>,
+    pub in_path: bool,
 }
 
 /// Every network: segments first (file order), then links (file order).
@@ -132,7 +134,11 @@ impl Wiring {
             subnet,
             subnet6,
         });
-        self.segments.push(SegmentInfo { kind, profile });
+        self.segments.push(SegmentInfo {
+            kind,
+            profile,
+            in_path: raw.in_path.unwrap_or(false),
+        });
         Ok(())
     }
 
@@ -189,6 +195,7 @@ impl Wiring {
         self.links.push(LinkInfo {
             profile_ab: ab.or_else(|| both.clone()),
             profile_ba: ba.or(both),
+            in_path: raw.in_path.unwrap_or(false),
         });
         Ok(())
     }

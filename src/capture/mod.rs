@@ -6,7 +6,7 @@
 //! pcapng stream with one interface per target, so that Wireshark shows which
 //! node and interface each frame was seen on.
 
-mod pcapng;
+pub mod pcapng;
 mod socket;
 
 use std::io::{self, Write};

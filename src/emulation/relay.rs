@@ -47,7 +47,8 @@ use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
 use serde::Serialize;
 
 use super::pipeline::offload::VNET_HDR_LEN;
-use super::pipeline::{Counters, Direction, DirectionParams, Offload, ParamError, Pipeline};
+use super::pipeline::{Counters, Direction, DirectionParams, Frame, Offload, ParamError, Pipeline};
+use crate::attack::stage::{Armed, AttackStage, AttackStatus};
 use crate::netlink::netns;
 
 /// Size of the receive buffer for one frame. Larger than any frame a 64 KiB
@@ -395,6 +396,27 @@ struct LaneShared {
     /// Set with `pending`, so the loop takes the lock only when needed.
     dirty: AtomicBool,
     stats: Mutex<LaneStats>,
+    /// Attacks to start or stop, waiting for the loop.
+    attack_commands: Mutex<Vec<AttackCommand>>,
+    /// Set with `attack_commands`.
+    attack_dirty: AtomicBool,
+    /// Every attack started on this direction (published with `stats`).
+    attacks: Mutex<Vec<AttackStatus>>,
+}
+
+/// A change to a direction's attacker stage.
+enum AttackCommand {
+    Start(Box<Armed>),
+    Stop(u64),
+}
+
+impl std::fmt::Debug for AttackCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttackCommand::Start(a) => write!(f, "Start({})", a.id),
+            AttackCommand::Stop(id) => write!(f, "Stop({id})"),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -444,6 +466,29 @@ impl RelayHandle {
     pub fn stats(&self, direction: Direction) -> LaneStats {
         *lock(&self.lane(direction).stats)
     }
+
+    fn attack_command(&self, direction: Direction, command: AttackCommand) {
+        let lane = self.lane(direction);
+        lock(&lane.attack_commands).push(command);
+        lane.attack_dirty.store(true, Ordering::Release);
+    }
+
+    /// Starts an attack on one direction; the loop installs it on its next
+    /// iteration (within [`IDLE_POLL_MS`]), and `armed.after` counts from
+    /// then.
+    pub fn start_attack(&self, direction: Direction, armed: Armed) {
+        self.attack_command(direction, AttackCommand::Start(Box::new(armed)));
+    }
+
+    /// Stops attack `id` on one direction (within [`IDLE_POLL_MS`]).
+    pub fn stop_attack(&self, direction: Direction, id: u64) {
+        self.attack_command(direction, AttackCommand::Stop(id));
+    }
+
+    /// The attacks started on one direction, as last published.
+    pub fn attacks(&self, direction: Direction) -> Vec<AttackStatus> {
+        lock(&self.lane(direction).attacks).clone()
+    }
 }
 
 /// One direction: frames read from `ports[from]` go through `pipeline` and
@@ -456,13 +501,16 @@ struct Lane {
     shared: Arc<LaneShared>,
     /// Frames popped from the pipeline, waiting to be sent and recycled.
     due: Vec<(Offload, Vec<u8>)>,
+    /// Crafted frames the attacker hands out, on their way into the pipeline.
+    injected: Vec<Frame>,
     send: SendScratch,
     /// Something changed since the stats were last published.
     changed: bool,
 }
 
 impl Lane {
-    fn new(from: usize, to: usize, pipeline: Pipeline, params: DirectionParams) -> Lane {
+    fn new(from: usize, to: usize, mut pipeline: Pipeline, params: DirectionParams) -> Lane {
+        pipeline.insert_stage(0, Box::new(AttackStage::new()));
         Lane {
             from,
             to,
@@ -473,12 +521,31 @@ impl Lane {
                 ..LaneShared::default()
             }),
             due: Vec::new(),
+            injected: Vec::new(),
             send: SendScratch::default(),
             changed: true,
         }
     }
 
-    fn apply_pending(&mut self) {
+    fn attacker(&mut self) -> &mut AttackStage {
+        self.pipeline
+            .stage_mut::<AttackStage>()
+            .expect("every lane's pipeline starts with an attack stage")
+    }
+
+    fn apply_pending(&mut self, now: u64) {
+        if self.shared.attack_dirty.swap(false, Ordering::Acquire) {
+            let commands = std::mem::take(&mut *lock(&self.shared.attack_commands));
+            for command in commands {
+                match command {
+                    AttackCommand::Start(armed) => self.attacker().start(now, *armed),
+                    AttackCommand::Stop(id) => {
+                        self.attacker().stop(id);
+                    }
+                }
+            }
+            self.changed = true;
+        }
         if self.shared.dirty.swap(false, Ordering::Acquire)
             && let Some(params) = lock(&self.shared.pending).take()
         {
@@ -490,8 +557,26 @@ impl Lane {
         }
     }
 
+    /// When this lane next has something to do: a frame to release or a
+    /// crafted frame to send.
+    fn next_wake(&mut self) -> Option<u64> {
+        let inject = self.attacker().next_due();
+        [self.pipeline.next_release(), inject]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// Sends every frame due at `now` out of `port` and recycles its buffer.
     fn release(&mut self, now: u64, port: &PacketSocket) {
+        let mut injected = std::mem::take(&mut self.injected);
+        self.attacker().pump(now, &mut |f| injected.push(f));
+        for frame in injected.drain(..) {
+            // After the attack stage: crafted frames still cross the
+            // link's impairments.
+            self.pipeline.inject(1, now, frame);
+        }
+        self.injected = injected;
         self.due.extend(
             self.pipeline
                 .pop_due(now)
@@ -514,13 +599,17 @@ impl Lane {
         }
     }
 
-    fn publish(&mut self) {
+    fn publish(&mut self, now: u64) {
         if self.changed {
             self.changed = false;
             *lock(&self.shared.stats) = LaneStats {
                 pipeline: self.pipeline.counters(),
                 io: self.io,
             };
+            let attacks = self.attacker().statuses(now);
+            if !attacks.is_empty() {
+                *lock(&self.shared.attacks) = attacks;
+            }
         }
     }
 }
@@ -591,6 +680,11 @@ impl Relay {
         })
     }
 
+    /// The relay clock's zero: pipelines see times as ns since this instant.
+    pub fn clock(&self) -> Instant {
+        self.start
+    }
+
     /// Nanoseconds since the relay was built, on the monotonic clock.
     fn now_ns(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
@@ -618,19 +712,15 @@ impl Relay {
         let mut events = vec![EpollEvent::empty(); 64];
         let mut busy_until = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            for lane in &mut self.lanes {
-                lane.apply_pending();
-            }
             let now = self.now_ns();
+            for lane in &mut self.lanes {
+                lane.apply_pending(now);
+            }
             self.release_all(now);
             for lane in &mut self.lanes {
-                lane.publish();
+                lane.publish(now);
             }
-            let next = self
-                .lanes
-                .iter()
-                .filter_map(|l| l.pipeline.next_release())
-                .min();
+            let next = self.lanes.iter_mut().filter_map(Lane::next_wake).min();
             if next != armed {
                 match next {
                     // A zero expiry would disarm the timer: 1 ns is "now".
@@ -669,9 +759,10 @@ impl Relay {
                 }
             }
         }
+        let now = self.now_ns();
         for lane in &mut self.lanes {
             lane.changed = true;
-            lane.publish();
+            lane.publish(now);
         }
         Ok(())
     }

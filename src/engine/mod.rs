@@ -82,14 +82,19 @@ impl Config {
             .map(|r| {
                 let (a, b) = plan.relay_ports(r);
                 let ba = match r.b {
-                    RelaySide::Node(n, i) => plan.egress_params((n, i)),
-                    RelaySide::Bridge { .. } => None,
+                    RelaySide::Node(n, i) if r.impaired => plan.egress_params((n, i)),
+                    _ => None,
+                };
+                let ab = if r.impaired {
+                    plan.egress_params(r.a)
+                } else {
+                    None
                 };
                 LinkConfig {
                     name: r.name.clone(),
                     a: a.to_string(),
                     b: b.to_string(),
-                    ab: plan.egress_params(r.a).unwrap_or_default(),
+                    ab: ab.unwrap_or_default(),
                     ba: ba.unwrap_or_default(),
                 }
             })
@@ -184,7 +189,8 @@ pub fn run(lab: &str) -> Result<(), EngineError> {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     info!(lab, links = handles.len(), "engine running");
-    std::thread::spawn(move || control::serve(&listener, &handles));
+    let control = control::Control::new(handles, relay.clock());
+    std::thread::spawn(move || control.serve(&listener));
     relay.run(&stop, busy_poll)?;
     info!(lab, "engine stopped");
     Ok(())

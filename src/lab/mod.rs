@@ -2,6 +2,7 @@
 //! crashes, and read its state.
 
 mod apply;
+pub mod attacks;
 mod enter;
 pub mod journal;
 pub mod links;

@@ -119,6 +119,19 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every kind tag, in declaration order.
+    pub const KINDS: [&'static str; 9] = [
+        "agent-started",
+        "agent-ready",
+        "agent-exited",
+        "peer-connected",
+        "peer-lost",
+        "peer-refused",
+        "input-rejected",
+        "rejections-suppressed",
+        "notice",
+    ];
+
     /// The `kind` tag as it appears in `events.jsonl`.
     pub fn kind(&self) -> &'static str {
         match self {

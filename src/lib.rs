@@ -17,4 +17,5 @@ pub mod netlink;
 pub mod plan;
 pub mod privilege;
 pub mod report;
+pub mod scenario;
 pub mod topology;

@@ -121,10 +121,17 @@ pub fn config_path(lab: &str) -> PathBuf {
     state::lab_dir(lab).join("supervise.json")
 }
 
+impl Config {
+    /// The lab's `supervise.json`, if it has a supervisor.
+    pub fn read(lab: &str) -> Option<Config> {
+        let bytes = std::fs::read(config_path(lab)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
 /// The lab's output folder, if it has a supervisor.
 pub fn out_dir(lab: &str) -> Option<PathBuf> {
-    let bytes = std::fs::read(config_path(lab)).ok()?;
-    serde_json::from_slice::<Config>(&bytes).ok().map(|c| c.out)
+    Config::read(lab).map(|c| c.out)
 }
 
 /// Where a node's agent writes its standard output and error.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Command, DirArg, LinkCommand};
+use super::{AttackAction, AttackArgs, Command, DirArg, LinkCommand};
 use testbed::capture::{self, Limits, Target};
 use testbed::lab::{self, UpOptions, UpOutcome, state};
 use testbed::plan::{self, Plan};
@@ -49,6 +49,22 @@ pub fn run(command: Command) -> Result<ExitCode> {
             duration,
         } => capture_cmd(&lab, &targets, &write, Limits { count, duration }),
         Command::Link(cmd) => link(cmd),
+        Command::Attack(args) => attack(args),
+        Command::Run {
+            scenario,
+            report_dir,
+            lab,
+            seed,
+            name,
+            json,
+        } => run_scenario(
+            &scenario,
+            &report_dir,
+            lab.as_deref(),
+            seed,
+            name.as_deref(),
+            json,
+        ),
         Command::Down { lab } => down(&lab),
         Command::Clean { lab, all } => clean(lab.as_deref(), all),
         Command::Supervise { lab } => {
@@ -618,4 +634,143 @@ fn clean(lab: Option<&str>, all: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn attack(args: AttackArgs) -> Result<ExitCode> {
+    use testbed::attack::{AttackSpec, library};
+    use testbed::lab::attacks;
+    let need_lab = || {
+        args.lab
+            .clone()
+            .context("name the lab: testbed attack LAB start|list|stop")
+    };
+    match args.action {
+        AttackAction::ListKinds => print!("{}", library::describe_kinds()),
+        AttackAction::Start {
+            kind,
+            on,
+            filter,
+            after,
+            duration,
+            count,
+            params,
+            seed,
+            capture,
+        } => {
+            let lab = need_lab()?;
+            let params = params
+                .iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .with_context(|| format!("--param {p}: expected NAME=VALUE"))
+                })
+                .collect::<Result<_>>()?;
+            let spec = AttackSpec {
+                kind,
+                on,
+                filter,
+                after,
+                duration,
+                count,
+                params,
+                seed,
+            };
+            let started = attacks::start(&lab, &spec, capture.as_deref())?;
+            println!("{}", started.id);
+            eprintln!("attack {} on {}", started.id, started.lanes.join(", "));
+        }
+        AttackAction::List { json } => {
+            let list = attacks::list(&need_lab()?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "ID   KIND       ON                 STATE    MATCHED    ACTED      INJECTED   FILTER"
+                );
+                for a in list {
+                    let state = if a.stopped {
+                        "stopped"
+                    } else if a.active {
+                        "active"
+                    } else {
+                        "done"
+                    };
+                    println!(
+                        "{:<4} {:<10} {:<18} {:<8} {:<10} {:<10} {:<10} {}",
+                        a.id,
+                        a.spec.kind,
+                        a.spec.on,
+                        state,
+                        a.counters.matched,
+                        a.counters.acted,
+                        a.counters.injected,
+                        if a.spec.filter.is_empty() {
+                            "any"
+                        } else {
+                            &a.spec.filter
+                        }
+                    );
+                }
+            }
+        }
+        AttackAction::Stop { id } => attacks::stop(&need_lab()?, id)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_scenario(
+    file: &Path,
+    report_dir: &Path,
+    lab: Option<&str>,
+    seed: Option<u64>,
+    name: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    use testbed::scenario::{self, RunOptions};
+    let mut scenario = scenario::load(file, seed)?;
+    if let Some(name) = name {
+        scenario
+            .rename_lab(name)
+            .map_err(|e| anyhow::anyhow!("--name {name}: {e}"))?;
+    }
+    let reproduce = format!(
+        "sudo testbed run {} --seed {}{}",
+        file.display(),
+        scenario.seed,
+        lab.map_or(String::new(), |l| format!(" --lab {l}"))
+    );
+    eprintln!(
+        "scenario {}: lab {}, seed {}, {} timeline entries, {} assertions, {}",
+        scenario.name,
+        lab.unwrap_or(&scenario.topology.lab.name),
+        scenario.seed,
+        scenario.timeline.len(),
+        scenario.assertions.len(),
+        humantime::format_duration(scenario.duration)
+    );
+    let options = RunOptions {
+        report_dir: report_dir.to_path_buf(),
+        existing_lab: lab.map(str::to_string),
+        reproduce,
+        verbose: true,
+    };
+    let report = scenario::run(&scenario, &options);
+    report
+        .write(report_dir)
+        .with_context(|| format!("writing reports to {}", report_dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    eprint!("{}", report.verdict_table(io::stderr().is_terminal()));
+    eprintln!(
+        "reports: {}/report.html, junit.xml, report.json ({:.1}s)",
+        report_dir.display(),
+        report.wall_s
+    );
+    Ok(if report.verdict == testbed::report::Verdict::Pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

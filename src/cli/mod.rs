@@ -122,6 +122,35 @@ pub enum Command {
     /// Show, change, cut or restore the link between two nodes of a running lab.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Start, list and stop attacks on a running lab's links; list the attack kinds.
+    #[command(
+        after_help = "Examples:\n  testbed attack list-kinds\n  sudo testbed attack city start replay --on iot-lan --match 'udp port 4434' --after 5s --count 50\n  sudo testbed attack city start tamper --on iot-lan:controller --param offset=20 --capture tamper.pcapng\n  sudo testbed attack city list\n  sudo testbed attack city stop 1"
+    )]
+    Attack(AttackArgs),
+    /// Run a scenario: bring its lab up, play the timeline, check the assertions, write reports.
+    #[command(
+        after_help = "Examples:\n  sudo testbed run scenarios/cps-replay.toml --report-dir out/\n  sudo testbed run scenarios/cps-baseline.toml --seed 7 --report-dir out/\n  sudo testbed run scenarios/cps-replay.toml --lab city   # on a lab that is already up\n\nExit status: 0 iff every assertion held."
+    )]
+    Run {
+        scenario: PathBuf,
+        /// Where report.json, junit.xml, report.html, captures and the lab's
+        /// outputs go.
+        #[arg(long, default_value = "testbed-report")]
+        report_dir: PathBuf,
+        /// Use this running lab instead of bringing the scenario's topology up
+        /// (and leave it up afterwards).
+        #[arg(long)]
+        lab: Option<String>,
+        /// Override the scenario's seed (reproduces a run).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Bring the lab up under this name instead of the topology's.
+        #[arg(long, conflicts_with = "lab")]
+        name: Option<String>,
+        /// Also print the report as JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tear a lab down: processes, namespaces, interfaces, state.
     #[command(after_help = "Example:\n  sudo testbed down city")]
     Down { lab: String },
@@ -204,6 +233,66 @@ pub enum LinkCommand {
     /// Restore a link cut with `link down`.
     #[command(after_help = "Example:\n  sudo testbed link up city v001 rsu1")]
     Up { lab: String, a: String, b: String },
+}
+
+#[derive(clap::Args)]
+#[command(subcommand_precedence_over_arg = true)]
+pub struct AttackArgs {
+    /// The lab (every action but list-kinds needs one).
+    pub lab: Option<String>,
+    #[command(subcommand)]
+    pub action: AttackAction,
+}
+
+#[derive(Subcommand)]
+pub enum AttackAction {
+    /// The attack kinds, what they do and their parameters.
+    #[command(after_help = "Example:\n  testbed attack list-kinds")]
+    ListKinds,
+    /// Start an attack; prints its id.
+    #[command(
+        after_help = "Examples:\n  sudo testbed attack city start drop --on iot-lan --match 'udp and src node s-temp' --param probability=0.5\n  sudo testbed attack city start replay --on iot-lan --match 'udp dst port 4434' --after 5s --count 50 --param after=2s"
+    )]
+    Start {
+        /// An attack kind (see `testbed attack list-kinds`).
+        kind: String,
+        /// A segment (frames its members send), SEGMENT:NODE (one member's
+        /// port, both directions) or a link (both directions).
+        #[arg(long)]
+        on: String,
+        /// Which frames (the match language, docs/attacks.md); all by default.
+        #[arg(long = "match", default_value = "")]
+        filter: String,
+        /// Start after this long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        after: std::time::Duration,
+        /// Stop by itself after running this long.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Act on at most this many frames (inject/flood: send this many).
+        #[arg(long)]
+        count: Option<u64>,
+        /// A parameter of the kind, NAME=VALUE (repeatable).
+        #[arg(short, long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Seed of the attack's random choices.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write the frames the attack received and sent to this pcapng.
+        #[arg(long)]
+        capture: Option<PathBuf>,
+    },
+    /// The attacks started on the lab, with counters.
+    #[command(
+        after_help = "Examples:\n  sudo testbed attack city list\n  sudo testbed attack city list --json"
+    )]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop an attack (within 20 ms).
+    #[command(after_help = "Example:\n  sudo testbed attack city stop 1")]
+    Stop { id: u64 },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -11,12 +11,14 @@
 //! - a frame is handled by the first running attack (in start order) whose
 //!   filter matches it and that is active (started, not stopped, budget
 //!   left); other frames pass unchanged and at once;
-//! - `acted <= matched`; an attack's budget (`count`) bounds `acted`, and its
+//! - `acted <= matched`; an attack's budget (`count`, shared by all the
+//!   directions it runs on) bounds `acted` over all of them, and its
 //!   injections bound `injected`;
 //! - the stage holds no frames itself: delayed and replayed copies wait in the
 //!   pipeline, injected ones are handed out by [`AttackStage::pump`].
 
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -123,8 +125,9 @@ pub struct Armed {
     pub after: Duration,
     /// Stops by itself this long after it started.
     pub duration: Option<Duration>,
-    /// Matched frames it acts on at most.
-    pub count: Option<u64>,
+    /// Matched frames it may still act on, shared by all its directions
+    /// (`None`: no limit).
+    pub budget: Option<Arc<AtomicU64>>,
     pub seed: u64,
     pub capture: Option<SharedCapture>,
 }
@@ -145,7 +148,25 @@ impl Running {
     }
 
     fn budget_left(&self) -> bool {
-        self.armed.count.is_none_or(|c| self.counters.acted < c)
+        self.armed
+            .budget
+            .as_ref()
+            .is_none_or(|b| b.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Takes one frame from the budget; false when it is spent.
+    fn take_budget(&self) -> bool {
+        self.armed.budget.as_ref().is_none_or(|b| {
+            b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
+    }
+
+    /// Gives back a unit taken for a frame the attack did not act on after all.
+    fn refund_budget(&self) {
+        if let Some(b) = &self.armed.budget {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn injections_left(&self) -> u64 {
@@ -274,15 +295,16 @@ impl Stage for AttackStage {
             return;
         };
         a.counters.matched += 1;
-        if !a.budget_left() || a.armed.program.steps.is_empty() {
-            // A sniffer, or an attack out of budget: the frame passes; a
-            // sniffer records it.
-            if a.budget_left()
-                && let Some(c) = &a.armed.capture
-            {
+        if !a.take_budget() {
+            out.send_at(now_ns, frame);
+            return;
+        }
+        if a.armed.program.steps.is_empty() {
+            // A sniffer: the frame passes, recorded.
+            if let Some(c) = &a.armed.capture {
                 with(c, |c| c.write(0, now_ns, &frame.data));
-                a.counters.acted += 1;
             }
+            a.counters.acted += 1;
             out.send_at(now_ns, frame);
             return;
         }
@@ -295,6 +317,9 @@ impl Stage for AttackStage {
             &mut |f| out.copy_of(f),
             &mut self.scratch,
         );
+        if !effect.acted() {
+            a.refund_budget();
+        }
         let c = &mut a.counters;
         c.acted += u64::from(effect.acted());
         c.dropped += u64::from(effect.dropped);

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use std::time::Instant;
@@ -275,6 +276,12 @@ impl Control {
         } else {
             lanes
         };
+        // Injections count frames sent (in the program); others share one
+        // budget of frames acted on across their directions.
+        let budget = match (&checked.program.inject, spec.count) {
+            (None, Some(c)) => Some(Arc::new(AtomicU64::new(c))),
+            _ => None,
+        };
         let program = Arc::new(checked.program);
         for (k, &(i, d)) in lanes.iter().enumerate() {
             self.links[i].1.start_attack(
@@ -285,7 +292,7 @@ impl Control {
                     program: Arc::clone(&program),
                     after: spec.after,
                     duration: spec.duration,
-                    count: spec.count,
+                    budget: budget.clone(),
                     seed: spec.seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                     capture: capture.clone(),
                 },

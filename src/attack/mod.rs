@@ -183,8 +183,8 @@ impl AttackSpec {
 
     /// The relayed directions this attack runs on, given the engine's relay
     /// names (`NETWORK:NODE` for a segment member, the link's name for a
-    /// link): indices into `relays` with a direction. Crafted frames enter
-    /// once, on the first of them.
+    /// link): indices into `relays` with a direction. (Crafted frames enter
+    /// on one direction only; the engine picks it.)
     pub fn lanes(&self, relays: &[String]) -> Result<Vec<(usize, Direction)>, AttackError> {
         let both = [Direction::AToB, Direction::BToA];
         let lanes: Vec<(usize, Direction)> =

@@ -270,9 +270,18 @@ impl Control {
             .map(|f| Capture::new(f, id, now))
             .transpose()
             .map_err(|e| format!("capture: {e}"))?;
-        // Crafted frames enter the path once, on the first direction.
+        // Crafted frames enter the path once: on a segment, on the way from
+        // the bridge into the `to` node's port (the bridge would not send a
+        // frame back out of the port it came in on); on a link, a to b.
         let lanes = if checked.program.inject.is_some() {
-            lanes[..1].to_vec()
+            let member = spec
+                .params
+                .get("to")
+                .map(|to| format!("{}:{to}", spec.network()));
+            let into = member
+                .and_then(|m| names.iter().position(|n| *n == m))
+                .map(|i| (i, Direction::BToA));
+            vec![into.unwrap_or(lanes[0])]
         } else {
             lanes
         };

@@ -248,3 +248,18 @@ fn run_with_a_bad_scenario_changes_nothing() {
     );
     assert_gone(&lab);
 }
+
+#[test]
+fn city_attack_run_passes() {
+    if !root_or_skip("city_attacks") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, report) = run_scenario("city-attacks", dir.path());
+    assert!(
+        ok && report.verdict == Verdict::Pass,
+        "{:?}",
+        failed(&report)
+    );
+    assert_eq!(report.attacks.len(), 4);
+}

@@ -1,12 +1,12 @@
 //! Named attacks: each a composition of primitives with parameters and a
 //! description (`testbed attack list-kinds`).
 //!
-//! **Adding an attack.** Implement [`AttackKind`] (a name, a description, its
-//! parameters with defaults, and `build`, which turns checked arguments into
-//! a [`Program`]) and list it in [`KINDS`]. Applications add their own this
-//! way (BSM spoofing, OTA rollback): `build` gets typed accessors for
-//! durations, numbers, byte strings and lab nodes ([`Args`]), and every
-//! parameter error names the attack and the parameter.
+//! **Adding an attack.** Write an [`AttackKind`] (a name, a description, its
+//! parameters with defaults, and a `build` function that turns checked
+//! arguments into a [`Program`]) and list it in [`KINDS`]. Applications add
+//! their own this way (BSM spoofing, OTA rollback): `build` gets typed
+//! accessors for durations, numbers, byte strings and lab nodes ([`Args`]),
+//! and every parameter error names the attack and the parameter.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,39 +29,29 @@ pub struct Param {
 }
 
 /// A named attack. See the module docs.
-pub trait AttackKind: Sync {
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
-    fn params(&self) -> &'static [Param];
+#[derive(Debug)]
+pub struct AttackKind {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub params: &'static [Param],
     /// The program for these (checked) arguments.
-    fn build(&self, args: &Args<'_>) -> Result<Program, AttackError>;
+    pub build: fn(&Args<'_>) -> Result<Program, AttackError>,
 }
 
 /// Every attack kind testbed knows, in `list-kinds` order.
-pub static KINDS: &[&dyn AttackKind] = &[
-    &Sniff,
-    &DropKind,
-    &DelayKind,
-    &DuplicateKind,
-    &Tamper,
-    &Replay,
-    &Inject,
-    &Flood,
+pub static KINDS: &[&AttackKind] = &[
+    &SNIFF, &DROP, &DELAY, &DUPLICATE, &TAMPER, &REPLAY, &INJECT, &FLOOD,
 ];
 
 /// The kind called `name`.
-pub fn kind(name: &str) -> Result<&'static dyn AttackKind, AttackError> {
+pub fn kind(name: &str) -> Result<&'static AttackKind, AttackError> {
     KINDS
         .iter()
         .copied()
-        .find(|k| k.name() == name)
+        .find(|k| k.name == name)
         .ok_or_else(|| AttackError::UnknownKind {
             kind: name.to_string(),
-            known: KINDS
-                .iter()
-                .map(|k| k.name())
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
         })
 }
 
@@ -73,7 +63,7 @@ pub const MAX_PAYLOAD: usize = 8_192;
 /// An attack's arguments, checked against its parameters: unknown names are
 /// refused when built, and a missing one takes its default.
 pub struct Args<'a> {
-    kind: &'static dyn AttackKind,
+    kind: &'static AttackKind,
     values: &'a BTreeMap<String, String>,
     directory: &'a Directory,
     /// The network the attack runs on (a segment or link name), where
@@ -87,7 +77,7 @@ pub struct Args<'a> {
 impl<'a> Args<'a> {
     /// Checks `values` against `kind`'s parameters.
     pub fn new(
-        kind: &'static dyn AttackKind,
+        kind: &'static AttackKind,
         values: &'a BTreeMap<String, String>,
         directory: &'a Directory,
         network: &'a str,
@@ -95,13 +85,13 @@ impl<'a> Args<'a> {
         seed: u64,
     ) -> Result<Args<'a>, AttackError> {
         for name in values.keys() {
-            if !kind.params().iter().any(|p| p.name == name) {
+            if !kind.params.iter().any(|p| p.name == name) {
                 return Err(AttackError::Param {
-                    kind: kind.name(),
+                    kind: kind.name,
                     param: name.clone(),
                     message: format!(
                         "unknown parameter; {} takes: {}",
-                        kind.name(),
+                        kind.name,
                         param_list(kind)
                     ),
                 });
@@ -119,7 +109,7 @@ impl<'a> Args<'a> {
 
     fn error(&self, param: &str, message: impl Into<String>) -> AttackError {
         AttackError::Param {
-            kind: self.kind.name(),
+            kind: self.kind.name,
             param: param.to_string(),
             message: message.into(),
         }
@@ -130,7 +120,7 @@ impl<'a> Args<'a> {
     pub fn text(&self, name: &str) -> Result<Option<&str>, AttackError> {
         let param = self
             .kind
-            .params()
+            .params
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| {
@@ -227,8 +217,8 @@ impl<'a> Args<'a> {
     }
 }
 
-fn param_list(kind: &dyn AttackKind) -> String {
-    kind.params()
+fn param_list(kind: &AttackKind) -> String {
+    kind.params
         .iter()
         .map(|p| p.name)
         .collect::<Vec<_>>()
@@ -241,185 +231,155 @@ const OFFSET: Param = Param {
     help: "payload byte where `xor`/`write` start (UDP/TCP payload)",
 };
 
-struct Sniff;
-impl AttackKind for Sniff {
-    fn name(&self) -> &'static str {
-        "sniff"
-    }
-    fn description(&self) -> &'static str {
-        "record matching frames (use --capture); change nothing"
-    }
-    fn params(&self) -> &'static [Param] {
-        &[]
-    }
-    fn build(&self, _: &Args<'_>) -> Result<Program, AttackError> {
-        Ok(Program::default())
-    }
+pub static SNIFF: AttackKind = AttackKind {
+    name: "sniff",
+    description: "record matching frames (use --capture); change nothing",
+    params: &[],
+    build: build_sniff,
+};
+
+fn build_sniff(_: &Args<'_>) -> Result<Program, AttackError> {
+    Ok(Program::default())
 }
 
-struct DropKind;
-impl AttackKind for DropKind {
-    fn name(&self) -> &'static str {
-        "drop"
-    }
-    fn description(&self) -> &'static str {
-        "drop matching frames, all or with a probability"
-    }
-    fn params(&self) -> &'static [Param] {
-        &[Param {
+pub static DROP: AttackKind = AttackKind {
+    name: "drop",
+    description: "drop matching frames, all or with a probability",
+    params: &[Param {
+        name: "probability",
+        default: Some("1"),
+        help: "chance that a matching frame is dropped",
+    }],
+    build: build_drop,
+};
+
+fn build_drop(a: &Args<'_>) -> Result<Program, AttackError> {
+    Ok(Program {
+        steps: vec![Primitive::Drop {
+            probability: a.fraction("probability")?,
+        }],
+        inject: None,
+    })
+}
+
+pub static DELAY: AttackKind = AttackKind {
+    name: "delay",
+    description: "hold matching frames, then send them on; with probability < 1 only some, which reorders them",
+    params: &[
+        Param {
+            name: "delay",
+            default: Some("1s"),
+            help: "how long a delayed frame is held",
+        },
+        Param {
             name: "probability",
             default: Some("1"),
-            help: "chance that a matching frame is dropped",
-        }]
-    }
-    fn build(&self, a: &Args<'_>) -> Result<Program, AttackError> {
-        Ok(Program {
-            steps: vec![Primitive::Drop {
-                probability: a.fraction("probability")?,
-            }],
-            inject: None,
-        })
-    }
+            help: "chance that a matching frame is delayed",
+        },
+    ],
+    build: build_delay,
+};
+
+fn build_delay(a: &Args<'_>) -> Result<Program, AttackError> {
+    Ok(Program {
+        steps: vec![Primitive::Delay {
+            delay: a.duration("delay")?,
+            probability: a.fraction("probability")?,
+        }],
+        inject: None,
+    })
 }
 
-struct DelayKind;
-impl AttackKind for DelayKind {
-    fn name(&self) -> &'static str {
-        "delay"
-    }
-    fn description(&self) -> &'static str {
-        "hold matching frames, then send them on; with probability < 1 only some, which reorders them"
-    }
-    fn params(&self) -> &'static [Param] {
-        &[
-            Param {
-                name: "delay",
-                default: Some("1s"),
-                help: "how long a delayed frame is held",
-            },
-            Param {
-                name: "probability",
-                default: Some("1"),
-                help: "chance that a matching frame is delayed",
-            },
-        ]
-    }
-    fn build(&self, a: &Args<'_>) -> Result<Program, AttackError> {
-        Ok(Program {
-            steps: vec![Primitive::Delay {
-                delay: a.duration("delay")?,
-                probability: a.fraction("probability")?,
-            }],
-            inject: None,
-        })
-    }
+pub static DUPLICATE: AttackKind = AttackKind {
+    name: "duplicate",
+    description: "send matching frames more than once, at once",
+    params: &[Param {
+        name: "copies",
+        default: Some("1"),
+        help: "extra copies of each matching frame",
+    }],
+    build: build_duplicate,
+};
+
+fn build_duplicate(a: &Args<'_>) -> Result<Program, AttackError> {
+    Ok(Program {
+        steps: vec![Primitive::Duplicate {
+            copies: a.number("copies", u64::from(MAX_COPIES))? as u32,
+        }],
+        inject: None,
+    })
 }
 
-struct DuplicateKind;
-impl AttackKind for DuplicateKind {
-    fn name(&self) -> &'static str {
-        "duplicate"
-    }
-    fn description(&self) -> &'static str {
-        "send matching frames more than once, at once"
-    }
-    fn params(&self) -> &'static [Param] {
-        &[Param {
+pub static TAMPER: AttackKind = AttackKind {
+    name: "tamper",
+    description: "flip bits in or overwrite bytes of matching payloads, fixing IP/UDP/TCP checksums",
+    params: &[
+        OFFSET,
+        Param {
+            name: "xor",
+            default: Some("0x01"),
+            help: "bytes XORed into the payload at `offset` (bit flips)",
+        },
+        Param {
+            name: "write",
+            default: None,
+            help: "bytes written over the payload at `offset` (after `xor`)",
+        },
+    ],
+    build: build_tamper,
+};
+
+fn build_tamper(a: &Args<'_>) -> Result<Program, AttackError> {
+    Ok(Program {
+        steps: vec![Primitive::Modify { edits: a.edits()? }],
+        inject: None,
+    })
+}
+
+pub static REPLAY: AttackKind = AttackKind {
+    name: "replay",
+    description: "record matching frames and send copies later, once or at a rate, optionally rewritten",
+    params: &[
+        Param {
+            name: "after",
+            default: Some("1s"),
+            help: "when the first copy leaves, after the original",
+        },
+        Param {
             name: "copies",
             default: Some("1"),
-            help: "extra copies of each matching frame",
-        }]
-    }
-    fn build(&self, a: &Args<'_>) -> Result<Program, AttackError> {
-        Ok(Program {
-            steps: vec![Primitive::Duplicate {
-                copies: a.number("copies", u64::from(MAX_COPIES))? as u32,
-            }],
-            inject: None,
-        })
-    }
-}
+            help: "copies of each recorded frame",
+        },
+        Param {
+            name: "interval",
+            default: Some("100ms"),
+            help: "time between copies of one frame",
+        },
+        OFFSET,
+        Param {
+            name: "xor",
+            default: None,
+            help: "bytes XORed into each copy's payload at `offset`",
+        },
+        Param {
+            name: "write",
+            default: None,
+            help: "bytes written over each copy's payload at `offset`",
+        },
+    ],
+    build: build_replay,
+};
 
-struct Tamper;
-impl AttackKind for Tamper {
-    fn name(&self) -> &'static str {
-        "tamper"
-    }
-    fn description(&self) -> &'static str {
-        "flip bits in or overwrite bytes of matching payloads, fixing IP/UDP/TCP checksums"
-    }
-    fn params(&self) -> &'static [Param] {
-        &[
-            OFFSET,
-            Param {
-                name: "xor",
-                default: Some("0x01"),
-                help: "bytes XORed into the payload at `offset` (bit flips)",
-            },
-            Param {
-                name: "write",
-                default: None,
-                help: "bytes written over the payload at `offset` (after `xor`)",
-            },
-        ]
-    }
-    fn build(&self, a: &Args<'_>) -> Result<Program, AttackError> {
-        Ok(Program {
-            steps: vec![Primitive::Modify { edits: a.edits()? }],
-            inject: None,
-        })
-    }
-}
-
-struct Replay;
-impl AttackKind for Replay {
-    fn name(&self) -> &'static str {
-        "replay"
-    }
-    fn description(&self) -> &'static str {
-        "record matching frames and send copies later, once or at a rate, optionally rewritten"
-    }
-    fn params(&self) -> &'static [Param] {
-        &[
-            Param {
-                name: "after",
-                default: Some("1s"),
-                help: "when the first copy leaves, after the original",
-            },
-            Param {
-                name: "copies",
-                default: Some("1"),
-                help: "copies of each recorded frame",
-            },
-            Param {
-                name: "interval",
-                default: Some("100ms"),
-                help: "time between copies of one frame",
-            },
-            OFFSET,
-            Param {
-                name: "xor",
-                default: None,
-                help: "bytes XORed into each copy's payload at `offset`",
-            },
-            Param {
-                name: "write",
-                default: None,
-                help: "bytes written over each copy's payload at `offset`",
-            },
-        ]
-    }
-    fn build(&self, a: &Args<'_>) -> Result<Program, AttackError> {
-        Ok(Program {
-            steps: vec![Primitive::Replay {
-                after: a.duration("after")?,
-                copies: a.number("copies", u64::from(MAX_COPIES))? as u32,
-                interval: a.duration("interval")?,
-                edits: a.edits()?,
-            }],
-            inject: None,
-        })
-    }
+fn build_replay(a: &Args<'_>) -> Result<Program, AttackError> {
+    Ok(Program {
+        steps: vec![Primitive::Replay {
+            after: a.duration("after")?,
+            copies: a.number("copies", u64::from(MAX_COPIES))? as u32,
+            interval: a.duration("interval")?,
+            edits: a.edits()?,
+        }],
+        inject: None,
+    })
 }
 
 const FROM: Param = Param {
@@ -457,104 +417,94 @@ fn udp_frames(a: &Args<'_>, payloads: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Attack
         .collect()
 }
 
-struct Inject;
-impl AttackKind for Inject {
-    fn name(&self) -> &'static str {
-        "inject"
+pub static INJECT: AttackKind = AttackKind {
+    name: "inject",
+    description: "send crafted UDP frames claiming to come from a node (count = frames sent)",
+    params: &[
+        FROM,
+        TO,
+        PORT,
+        SPORT,
+        Param {
+            name: "payload",
+            default: Some("0x00"),
+            help: "the UDP payload, hex",
+        },
+        Param {
+            name: "rate",
+            default: Some("10"),
+            help: "frames per second",
+        },
+    ],
+    build: build_inject,
+};
+
+fn build_inject(a: &Args<'_>) -> Result<Program, AttackError> {
+    let payload = a.bytes("payload")?.unwrap_or_default();
+    if payload.len() > MAX_PAYLOAD {
+        return Err(a.error("payload", format!("at most {MAX_PAYLOAD} bytes")));
     }
-    fn description(&self) -> &'static str {
-        "send crafted UDP frames claiming to come from a node (count = frames sent)"
-    }
-    fn params(&self) -> &'static [Param] {
-        &[
-            FROM,
-            TO,
-            PORT,
-            SPORT,
-            Param {
-                name: "payload",
-                default: Some("0x00"),
-                help: "the UDP payload, hex",
-            },
-            Param {
-                name: "rate",
-                default: Some("10"),
-                help: "frames per second",
-            },
-        ]
-    }
-    fn build(&self, a: &Args<'_>) -> Result<Program, AttackError> {
-        let payload = a.bytes("payload")?.unwrap_or_default();
-        if payload.len() > MAX_PAYLOAD {
-            return Err(a.error("payload", format!("at most {MAX_PAYLOAD} bytes")));
-        }
-        Ok(Program {
-            steps: vec![],
-            inject: Some(Injection {
-                frames: udp_frames(a, &[payload])?,
-                count: a.count.unwrap_or(1).min(MAX_INJECT),
-                interval: a.rate("rate")?,
-            }),
-        })
-    }
+    Ok(Program {
+        steps: vec![],
+        inject: Some(Injection {
+            frames: udp_frames(a, &[payload])?,
+            count: a.count.unwrap_or(1).min(MAX_INJECT),
+            interval: a.rate("rate")?,
+        }),
+    })
 }
 
 /// Distinct random payloads a flood cycles through.
 const FLOOD_VARIANTS: usize = 16;
 
-struct Flood;
-impl AttackKind for Flood {
-    fn name(&self) -> &'static str {
-        "flood"
-    }
-    fn description(&self) -> &'static str {
-        "send many random UDP payloads of a given size at a rate (count = frames sent, default 10000)"
-    }
-    fn params(&self) -> &'static [Param] {
-        &[
-            FROM,
-            TO,
-            PORT,
-            SPORT,
-            Param {
-                name: "size",
-                default: Some("1200"),
-                help: "payload bytes per frame",
-            },
-            Param {
-                name: "rate",
-                default: Some("2000"),
-                help: "frames per second",
-            },
-        ]
-    }
-    fn build(&self, a: &Args<'_>) -> Result<Program, AttackError> {
-        let size = a.number("size", MAX_PAYLOAD as u64)? as usize;
-        let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-        let payloads: Vec<Vec<u8>> = (0..FLOOD_VARIANTS)
-            .map(|_| {
-                let mut p = vec![0u8; size];
-                rng.fill_bytes(&mut p);
-                p
-            })
-            .collect();
-        Ok(Program {
-            steps: vec![],
-            inject: Some(Injection {
-                frames: udp_frames(a, &payloads)?,
-                count: a.count.unwrap_or(10_000).min(MAX_INJECT),
-                interval: a.rate("rate")?,
-            }),
+pub static FLOOD: AttackKind = AttackKind {
+    name: "flood",
+    description: "send many random UDP payloads of a given size at a rate (count = frames sent, default 10000)",
+    params: &[
+        FROM,
+        TO,
+        PORT,
+        SPORT,
+        Param {
+            name: "size",
+            default: Some("1200"),
+            help: "payload bytes per frame",
+        },
+        Param {
+            name: "rate",
+            default: Some("2000"),
+            help: "frames per second",
+        },
+    ],
+    build: build_flood,
+};
+
+fn build_flood(a: &Args<'_>) -> Result<Program, AttackError> {
+    let size = a.number("size", MAX_PAYLOAD as u64)? as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let payloads: Vec<Vec<u8>> = (0..FLOOD_VARIANTS)
+        .map(|_| {
+            let mut p = vec![0u8; size];
+            rng.fill_bytes(&mut p);
+            p
         })
-    }
+        .collect();
+    Ok(Program {
+        steps: vec![],
+        inject: Some(Injection {
+            frames: udp_frames(a, &payloads)?,
+            count: a.count.unwrap_or(10_000).min(MAX_INJECT),
+            interval: a.rate("rate")?,
+        }),
+    })
 }
 
 /// `testbed attack list-kinds`: one block per kind.
 pub fn describe_kinds() -> String {
     let mut out = String::new();
     for k in KINDS {
-        out.push_str(&format!("{:<10} {}\n", k.name(), k.description()));
-        for p in k.params() {
+        out.push_str(&format!("{:<10} {}\n", k.name, k.description));
+        for p in k.params {
             let default = p
                 .default
                 .map_or("required".to_string(), |d| format!("default {d}"));
@@ -569,11 +519,11 @@ mod tests {
     use super::*;
 
     fn args<'a>(
-        kind: &'static dyn AttackKind,
+        kind: &'static AttackKind,
         values: &'a BTreeMap<String, String>,
         dir: &'a Directory,
     ) -> Result<Program, AttackError> {
-        kind.build(&Args::new(kind, values, dir, "lan", Some(5), 1)?)
+        (kind.build)(&Args::new(kind, values, dir, "lan", Some(5), 1)?)
     }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -587,9 +537,9 @@ mod tests {
     fn every_kind_builds_with_its_defaults_where_it_needs_no_node() {
         let dir = Directory::default();
         for k in KINDS {
-            let needs_node = k.params().iter().any(|p| p.name == "from");
-            let built = args(*k, &BTreeMap::new(), &dir);
-            assert_eq!(built.is_err(), needs_node, "{}: {built:?}", k.name());
+            let needs_node = k.params.iter().any(|p| p.name == "from");
+            let built = args(k, &BTreeMap::new(), &dir);
+            assert_eq!(built.is_err(), needs_node, "{}: {built:?}", k.name);
         }
         assert!(describe_kinds().contains("replay"));
     }
@@ -608,7 +558,7 @@ mod tests {
         assert!(e.to_string().contains("at most"), "{e}");
         assert!(
             kind("nope")
-                .map(|k| k.name())
+                .map(|k| k.name)
                 .unwrap_err()
                 .to_string()
                 .contains("sniff, drop")

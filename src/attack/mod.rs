@@ -165,7 +165,7 @@ impl AttackSpec {
             self.count,
             self.seed,
         )?;
-        let program = kind.build(&args)?;
+        let program = (kind.build)(&args)?;
         let mut nodes = named.into_inner();
         nodes.extend(
             ["from", "to"]
